@@ -1,0 +1,48 @@
+"""`ami-harden`: a thin command line over the hardening library."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hardening.errors import HardeningError
+
+app = typer.Typer(
+    name="ami-harden",
+    help="Lock down an AMI against root login, sudo, user-data and label-based boot.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# Each module below adds its commands to `app` through a `register(app)` function.
+COMMAND_MODULES = ("lab", "attack")
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"hardening.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Run the CLI; a HardeningError becomes one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except HardeningError as error:
+        typer.echo(f"ami-harden: error: {error}", err=True)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        typer.echo("ami-harden: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("ami-harden: interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

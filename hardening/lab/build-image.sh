@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Build the vulnerable lab image: a Debian 12 cloud-like disk that finds / by LABEL, as old AMIs do.
+# Usage: build-image.sh OUTPUT.qcow2 VARIANT   (VARIANT: debian | traps)
+# Needs root, mmdebstrap, grub-pc-bin, qemu-utils, e2fsprogs, fdisk (sfdisk), util-linux.
+set -euo pipefail
+
+out=$1
+variant=${2:-debian}
+label=cloudimg-rootfs
+size=3G
+mirror=${AMI_HARDEN_MIRROR:-http://deb.debian.org/debian}
+
+work=$(mktemp -d /var/tmp/ami-lab.XXXXXX)
+loop=""
+cleanup() {
+  set +e
+  for m in dev/pts dev proc sys ""; do mountpoint -q "$work/root/$m" && umount -l "$work/root/$m"; done
+  [ -n "$loop" ] && losetup -d "$loop"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+packages=(
+  linux-image-cloud-amd64 systemd systemd-sysv udev kmod initramfs-tools
+  openssh-server sudo cloud-init cloud-guest-utils python3 locales
+  ifupdown isc-dhcp-client iproute2 netbase grub-pc e2fsprogs util-linux
+)
+(IFS=,; mmdebstrap --variant=minbase --include="${packages[*]}" \
+  --aptopt='APT::Install-Recommends "false"' \
+  --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+  bookworm "$work/rootfs.tar" "$mirror")
+
+truncate -s "$size" "$work/disk.raw"
+echo 'label: dos
+start=2048, type=83, bootable' | sfdisk -q "$work/disk.raw"
+loop=$(losetup -P --find --show "$work/disk.raw")
+partx -u "$loop" 2>/dev/null || partx -a "$loop" 2>/dev/null || true
+for _ in $(seq 50); do [ -b "${loop}p1" ] && break; sleep 0.1; done
+mkfs.ext4 -q -L "$label" "${loop}p1"
+uuid=$(blkid -s UUID -o value "${loop}p1")
+
+root=$work/root
+mkdir -p "$root"
+mount "${loop}p1" "$root"
+tar -C "$root" -xpf "$work/rootfs.tar"
+
+cat >"$root/etc/fstab" <<EOF
+LABEL=$label / ext4 rw,discard,errors=remount-ro 0 1
+EOF
+echo ami-lab >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 ami-lab\n' >"$root/etc/hosts"
+printf 'auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n' >"$root/etc/network/interfaces"
+sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' "$root/etc/locale.gen"
+echo 'LANG=en_US.UTF-8' >"$root/etc/default/locale"
+
+# cloud-init as Debian's cloud images ship it: default user with passwordless sudo.
+cat >"$root/etc/cloud/cloud.cfg.d/01-lab.cfg" <<'EOF'
+datasource_list: [ NoCloud, Ec2, None ]
+manage_etc_hosts: true
+system_info:
+  default_user:
+    name: admin
+    lock_passwd: true
+    gecos: Debian
+    groups: [adm, sudo]
+    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
+    shell: /bin/bash
+EOF
+
+# Serial console on ttyS0, and grub that finds / by LABEL.
+cat >"$root/etc/default/grub" <<EOF
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --speed=115200"
+GRUB_DISABLE_LINUX_UUID=true
+GRUB_DISABLE_LINUX_PARTUUID=true
+GRUB_DEVICE=LABEL=$label
+EOF
+
+if [ "$variant" = traps ]; then
+  # Traps seen on Ubuntu-derived and hand-made AMIs: an sshd drop-in that sshd reads before the
+  # main file's settings, and a NOPASSWD group rule in the main sudoers.
+  mkdir -p "$root/etc/ssh/sshd_config.d"
+  printf 'PermitRootLogin yes\nPasswordAuthentication yes\n' >"$root/etc/ssh/sshd_config.d/50-cloud-init.conf"
+  sed -i 's/^%sudo\s.*/%sudo\tALL=(ALL:ALL) NOPASSWD: ALL/' "$root/etc/sudoers"
+  printf 'admin ALL=(ALL) NOPASSWD:ALL\n' >"$root/etc/sudoers.d/90-cloud-init-users"
+  chmod 0440 "$root/etc/sudoers.d/90-cloud-init-users"
+  # A root autologin on the serial console, as debug builds leave behind.
+  mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
+  printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %%I $TERM\n' \
+    >"$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+fi
+
+for m in dev dev/pts proc sys; do mount --bind "/$m" "$root/$m"; done
+# Without udev here, grub-probe needs the by-uuid link to see the filesystem.
+mkdir -p /dev/disk/by-uuid
+ln -sf "${loop}p1" "/dev/disk/by-uuid/$uuid"
+chroot "$root" /bin/sh -ec '
+  locale-gen >/dev/null
+  grub-install --target=i386-pc --modules="part_msdos ext2" '"$loop"' 2>&1 | grep -v "^Installation finished" || true
+  update-grub 2>/dev/null
+  apt-get clean
+  rm -rf /var/lib/apt/lists/*
+  : >/etc/machine-id
+'
+rm -f "/dev/disk/by-uuid/$uuid"
+if grep -q '/dev/loop' "$root/boot/grub/grub.cfg"; then
+  echo "build-image: grub.cfg names the build loop device" >&2
+  exit 1
+fi
+grep -q "root=LABEL=$label" "$root/boot/grub/grub.cfg"
+
+for m in dev/pts dev proc sys; do umount "$root/$m"; done
+umount "$root"
+losetup -d "$loop"
+loop=""
+qemu-img convert -O qcow2 "$work/disk.raw" "$out.tmp"
+mv "$out.tmp" "$out"

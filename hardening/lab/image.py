@@ -1,0 +1,62 @@
+"""Build the vulnerable lab image once per recipe and reuse it from a cache."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from hardening.errors import HardeningError
+
+RECIPE = Path(__file__).with_name("build-image.sh")
+VARIANTS = ("debian", "traps")
+REQUIRED_TOOLS = ("mmdebstrap", "qemu-img", "sfdisk", "losetup", "partx", "mkfs.ext4", "blkid")
+
+
+def cache_dir() -> Path:
+    """Where built images live: $AMI_HARDEN_CACHE or ~/.cache/ami-harden."""
+    path = Path(os.environ.get("AMI_HARDEN_CACHE", Path.home() / ".cache" / "ami-harden"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def recipe_hash(variant: str) -> str:
+    """A short hash of the build script and variant: an unchanged recipe maps to the same image."""
+    digest = hashlib.sha256(RECIPE.read_bytes() + variant.encode()).hexdigest()
+    return digest[:12]
+
+
+def image_path(variant: str = "debian") -> Path:
+    """The cache path of the image a recipe builds."""
+    return cache_dir() / f"lab-{variant}-{recipe_hash(variant)}.qcow2"
+
+
+def ensure_image(variant: str = "debian", rebuild: bool = False, log=None) -> Path:
+    """Return the cached lab image for `variant`, building it first when missing."""
+    if variant not in VARIANTS:
+        raise HardeningError(f"unknown lab variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    path = image_path(variant)
+    with open(cache_dir() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and not rebuild:
+            return path
+        _check_build_host()
+        if log:
+            log(f"building lab image {path.name} (about a minute)")
+        result = subprocess.run(["bash", str(RECIPE), str(path), variant],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+            raise HardeningError(f"lab image build failed:\n{tail}")
+    return path
+
+
+def _check_build_host() -> None:
+    if os.geteuid() != 0:
+        raise HardeningError("building the lab image needs root (loop devices, mount, chroot)")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise HardeningError(f"building the lab image needs {', '.join(missing)}; run .ci/install first")

@@ -1,0 +1,218 @@
+"""Boot a lab image under QEMU (TCG) as a new EC2-like instance, and always stop it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hardening import ssh
+from hardening.errors import HardeningError
+from hardening.lab.disk import image_format
+from hardening.lab.image import cache_dir
+from hardening.target import Target
+
+DEFAULT_USER = "admin"
+BOOT_TIMEOUT = float(os.environ.get("AMI_HARDEN_BOOT_TIMEOUT", "300"))
+
+
+def lab_key() -> Path:
+    """The lab's SSH private key (ed25519), created once; its public half is injected as the key pair."""
+    key = cache_dir() / "lab-key"
+    if not key.exists():
+        if shutil.which("ssh-keygen") is None:
+            raise HardeningError("ssh-keygen is missing; install openssh-client")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ami-harden-lab", "-f", str(key)],
+                       check=True)
+    return key
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_seed(directory: Path, public_key: str, user_data: str | None, instance_id: str) -> Path:
+    """A NoCloud seed ISO (label cidata): meta-data with a fresh instance-id and the key pair."""
+    seed_dir = directory / "seed"
+    seed_dir.mkdir()
+    meta = {"instance-id": instance_id, "local-hostname": "ami-lab", "public-keys": [public_key]}
+    (seed_dir / "meta-data").write_text(yaml.safe_dump(meta))
+    (seed_dir / "user-data").write_text(user_data or "")
+    iso = directory / "seed.iso"
+    subprocess.run(["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet", "-rock",
+                    str(seed_dir / "meta-data"), str(seed_dir / "user-data")], check=True)
+    return iso
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill qemu when the Python process that started it dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Disk:
+    """An extra disk to attach: `before` the root disk on the bus, or after it."""
+
+    path: Path
+    before: bool = False
+    fmt: str = "raw"
+
+
+@dataclass
+class Instance:
+    """A running lab instance: its QEMU process, SSH target and serial console log."""
+
+    process: subprocess.Popen
+    target: Target
+    console_log: Path
+    serial_socket: Path
+    workdir: Path
+    _client: object = field(default=None, repr=False)
+
+    def alive(self) -> bool:
+        """Whether QEMU still runs."""
+        return self.process.poll() is None
+
+    def console(self) -> str:
+        """Everything the serial console has printed so far."""
+        return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+
+    def wait_for_ssh(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Wait until the default user can log in; fail early if QEMU exits."""
+        deadline = time.monotonic() + timeout
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise HardeningError(f"the instance stopped before SSH answered; console ends:\n{self.tail()}")
+            try:
+                self._client = ssh.connect(self.target, timeout=10)
+                return
+            except HardeningError as error:
+                last = str(error)
+                time.sleep(2)
+        raise HardeningError(f"no SSH login within {timeout:.0f} s ({last}); console ends:\n{self.tail()}")
+
+    def wait_for_exit(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for QEMU to exit; True when it did."""
+        try:
+            self.process.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def run(self, command: str, timeout: float = 120.0) -> tuple[int, str, str]:
+        """Run a command as the default user over one persistent SSH session."""
+        if self._client is None:
+            self.wait_for_ssh()
+        return ssh.run(self._client, command, timeout=timeout)
+
+    def wait_for_cloud_init(self, timeout: float = 180.0) -> None:
+        """Wait until cloud-init has finished its final stage (user-data has run by then)."""
+        rc, _, err = self.run(
+            f"timeout {int(timeout)} sh -c 'until test -e /var/lib/cloud/instance/boot-finished; do sleep 1; done'",
+            timeout=timeout + 10)
+        if rc != 0:
+            raise HardeningError(f"cloud-init did not finish within {timeout:.0f} s {err.strip()}")
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of the serial console."""
+        return "\n".join(self.console().splitlines()[-lines:])
+
+    def close_ssh(self) -> None:
+        """Drop the persistent SSH session (before a reboot or power-off)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def qemu_command(disk: Path, seed: Path, port: int, console_log: Path, serial_socket: Path,
+                 extra_disks: Sequence[Disk] = (), allow_reboot: bool = True, memory: int = 1024) -> list[str]:
+    """The QEMU command line of a lab instance: TCG, virtio, IDE seed, SSH on 127.0.0.1 only."""
+    drives: list[str] = []
+    ordered = [d for d in extra_disks if d.before] + [Disk(disk, fmt="qcow2")] + [
+        d for d in extra_disks if not d.before]
+    for index, item in enumerate(ordered):
+        boot = ",bootindex=0" if item.path == disk else ""
+        drives += ["-drive", f"file={item.path},if=none,id=d{index},format={item.fmt},cache=unsafe",
+                   "-device", f"virtio-blk-pci,drive=d{index}{boot}"]
+    command = [
+        "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-smp", "2", "-m", str(memory),
+        "-display", "none", "-monitor", "none", "-nodefaults", "-vga", "none",
+        "-chardev", f"socket,id=ser0,path={serial_socket},server=on,wait=off,logfile={console_log}",
+        "-serial", "chardev:ser0",
+        *drives,
+        "-drive", f"file={seed},media=cdrom,if=ide,readonly=on",
+        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device", "virtio-net-pci,netdev=n0",
+    ]
+    if not allow_reboot:
+        command.append("-no-reboot")
+    return command
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequence[Disk] = (),
+                  wait: bool = True, allow_reboot: bool = True, overlay: bool = True,
+                  instance_id: str | None = None, workdir: Path | None = None) -> Iterator[Instance]:
+    """Boot `image` as a new instance and yield it; QEMU is stopped on every way out.
+
+    The image is booted through a copy-on-write overlay unless `overlay` is False. With `wait`, the
+    context is entered once SSH answers for the default user.
+    """
+    image = Path(image).resolve()
+    fmt = image_format(image)
+    if shutil.which("qemu-system-x86_64") is None:
+        raise HardeningError("qemu-system-x86_64 is missing; install qemu-system-x86")
+    key = lab_key()
+    with ExitStack() as stack:
+        work = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ami-vm-")))
+        work.mkdir(parents=True, exist_ok=True)
+        disk = image
+        if overlay:
+            disk = work / "overlay.qcow2"
+            disk.unlink(missing_ok=True)
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image), str(disk)],
+                           check=True)
+        seed = make_seed(work, Path(f"{key}.pub").read_text().strip(), user_data,
+                         instance_id or f"i-{uuid.uuid4().hex[:17]}")
+        port = free_port()
+        console_log = work / "console.log"
+        serial_socket = work / "serial.sock"
+        command = qemu_command(disk, seed, port, console_log, serial_socket, extra_disks, allow_reboot)
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
+        stack.callback(_stop, process)
+        instance = Instance(process, Target("127.0.0.1", port, DEFAULT_USER, key), console_log,
+                            serial_socket, work)
+        stack.callback(instance.close_ssh)
+        time.sleep(0.5)
+        if process.poll() is not None:
+            raise HardeningError(f"qemu failed to start: {(work / 'qemu.err').read_text().strip()}")
+        if wait:
+            instance.wait_for_ssh()
+        yield instance
