@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ def connect(target: Target, timeout: float = 10.0) -> paramiko.SSHClient:
         if "not a valid" in str(error) or "private key" in str(error).lower():
             raise HardeningError(f"SSH key {target.key} is not a usable private key ({error})") from None
         raise HardeningError(f"{target.url}: SSH failed ({error})") from None
-    except (OSError, socket.timeout) as error:
+    except OSError as error:
         client.close()
         raise HardeningError(f"{target.url}: host unreachable ({error})") from None
     return client
