@@ -1,7 +1,71 @@
 """`ami-harden attack`: boot an image with hostile inputs and report each vector OPEN or CLOSED."""
 
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+
 import typer
+
+from hardening.attack.probe import AttackReport, attack
+
+
+class Profile(str, Enum):
+    marketplace = "marketplace"
+    sealed = "sealed"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def render_table(report: AttackReport) -> str:
+    """A readable table: one block per vector with its evidence."""
+    lines = [f"attack on {report.image} (profile {report.profile}, admin {report.admin_user})", ""]
+    for verdict in report.vectors:
+        lines.append(f"{verdict.vector:<12} {verdict.status}")
+        lines.extend(f"{'':<12}   - {item}" for item in verdict.evidence)
+    return "\n".join(lines)
+
+
+def attack_command(
+    image: Path = typer.Argument(..., help="Disk image (qcow2 or raw) to boot as a new instance; never modified."),
+    profile: Profile = typer.Option(Profile.marketplace, help="marketplace: the admin's sudo is expected; "
+                                    "sealed: any sudo is OPEN."),
+    admin_user: str = typer.Option("admin", help="The one account allowed sudo under the marketplace profile."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json"),
+    output: Path = typer.Option(None, help="Write the report here instead of standard output."),
+) -> None:
+    """Boot IMAGE twice as a new instance with hostile inputs and judge each vector.
+
+    Boot 1 carries a user-data battery (a #! script, a #cloud-boothook and a #cloud-config with bootcmd,
+    runcmd, write_files into /etc/sudoers.d, users with sudo, chpasswd for root, ssh_pwauth,
+    disable_root: false, as MIME multi-part) and a decoy volume with the root's LABEL attached before
+    the real disk; it then tries root over SSH (key and password), the serial console and sudo. Boot 2
+    attaches a decoy with the same LABEL and UUID after the real disk.
+
+    Exit 0 when every vector is CLOSED, 1 when any is OPEN or inconclusive, 2 on bad input.
+
+    Example: ami-harden attack ~/.cache/ami-harden/lab-debian-*.qcow2 --format json
+    """
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        typer.echo(f"[{time.monotonic() - started:5.0f}s] {message}", err=True)
+
+    report = attack(image, profile.value, admin_user, log=progress)
+    text = json.dumps(report.as_dict(), indent=2) if fmt is Format.json else render_table(report)
+    if output:
+        output.write_text(text + "\n")
+        typer.echo(f"report written to {output}", err=True)
+    else:
+        typer.echo(text)
+    raise typer.Exit(report.exit_code)
 
 
 def register(app: typer.Typer) -> None:
     """Add the `attack` command."""
+    app.command("attack")(attack_command)

@@ -1,0 +1,274 @@
+"""Attack an image as a buyer would and judge each vector OPEN, CLOSED or INCONCLUSIVE on evidence."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from hardening import ssh
+from hardening.attack import payloads
+from hardening.attack.console import try_root_shell
+from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
+from hardening.errors import HardeningError
+from hardening.lab.disk import image_format
+from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key
+from hardening.target import Target
+
+VECTORS = ("root-login", "sudo", "user-data", "label-boot")
+PROFILES = ("marketplace", "sealed")
+OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
+REFUSAL = re.compile(r"refus\w* to boot.*", re.IGNORECASE)
+
+GATHER = f"""
+echo '== uid'; id -u
+echo '== sudo'; sudo -n id -u 2>&1 | tail -1
+echo '== markers'; for f in {payloads.MARKER_DIR}/*; do [ -e "$f" ] && echo "$(basename "$f") $(stat -c %U "$f")"; done
+echo '== probe-user'; getent passwd {payloads.PROBE_USER}
+echo '== cmdline'; cat /proc/cmdline
+echo '== root'; findmnt -no SOURCE,UUID,LABEL /
+echo '== decoy'; cat {DECOY_MARKER} 2>/dev/null
+echo '== end'
+"""
+
+
+@dataclass
+class Verdict:
+    """One vector's outcome and the evidence behind it."""
+
+    vector: str
+    status: str
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AttackReport:
+    """The probe's verdicts for one image."""
+
+    image: str
+    profile: str
+    admin_user: str
+    vectors: list[Verdict]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every vector is CLOSED, 1 otherwise."""
+        return 0 if all(v.status == CLOSED for v in self.vectors) else 1
+
+    def as_dict(self) -> dict:
+        """A JSON-ready record."""
+        return asdict(self)
+
+
+def sections(output: str) -> dict[str, list[str]]:
+    """Split the output of GATHER into its `== name` sections."""
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("== "):
+            current = line[3:].strip()
+            found[current] = []
+        elif current:
+            found[current].append(line.strip())
+    return found
+
+
+def root_spec(cmdline: str) -> str:
+    """The `root=` value of a kernel command line ('' when absent)."""
+    match = re.search(r"(?:^|\s)root=(\S+)", cmdline)
+    return match.group(1) if match else ""
+
+
+def spec_matches_decoy(spec: str, identity: RootIdentity, decoy_uuid: str) -> bool:
+    """Whether a root specification could also select a decoy carrying the label and `decoy_uuid`."""
+    key, _, value = spec.partition("=")
+    if spec.startswith("/dev/"):
+        return True  # a device path follows disk order, which the buyer controls
+    return (key == "LABEL" and value == identity.label) or (key == "UUID" and value == decoy_uuid)
+
+
+def _login(target: Target, password: str | None = None) -> tuple[bool, str]:
+    """Try one SSH login and `id -u`; report whether it gave a uid-0 shell and what happened."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(target.host, port=target.port, username=target.user, password=password,
+                       key_filename=None if password else str(target.key), look_for_keys=False,
+                       allow_agent=False, timeout=15, banner_timeout=15, auth_timeout=15)
+        rc, out, _ = ssh.run(client, "id -u", timeout=30)
+        if rc == 0 and out.strip() == "0":
+            return True, "uid 0 shell"
+        return False, f"login accepted but no shell (exit {rc}: {out.strip()[:80]!r})"
+    except paramiko.AuthenticationException:
+        return False, "refused"
+    except (paramiko.SSHException, OSError) as error:
+        return False, f"failed ({error})"
+    finally:
+        client.close()
+
+
+def _password_allowed(target: Target, user: str) -> bool:
+    """Whether sshd offers password authentication to `user`."""
+    transport = paramiko.Transport((target.host, target.port))
+    try:
+        transport.start_client(timeout=15)
+        transport.auth_none(user)
+    except paramiko.BadAuthenticationType as error:
+        return "password" in error.allowed_types or "keyboard-interactive" in error.allowed_types
+    except (paramiko.SSHException, OSError):
+        return False
+    finally:
+        transport.close()
+    return True
+
+
+class Probe:
+    """Runs the boots of one attack and turns their evidence into verdicts."""
+
+    def __init__(self, image: Path, profile: str, admin_user: str, log: Callable[[str], None]):
+        self.image, self.profile, self.admin_user, self.log = image, profile, admin_user, log
+        self.public_key = Path(f"{lab_key()}.pub").read_text().strip()
+
+    def run(self) -> AttackReport:
+        """Boot twice (hostile user-data with a same-label decoy; a same-UUID decoy) and judge."""
+        with tempfile.TemporaryDirectory(prefix="ami-attack-", dir="/var/tmp") as tmp:
+            work = Path(tmp)
+            self.log("making decoy volumes from the image's root filesystem")
+            identity, same_label, same_uuid = make_decoys(self.image, work)
+            root, sudo, user_data, label_first = self._hostile_boot(identity, same_label, work / "boot1")
+            label_second = self._decoy_boot(identity, same_uuid, work / "boot2")
+        label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
+        statuses = {label_first.status, label_second.status}
+        label.status = OPEN if OPEN in statuses else INCONCLUSIVE if INCONCLUSIVE in statuses else CLOSED
+        return AttackReport(str(self.image), self.profile, self.admin_user, [root, sudo, user_data, label])
+
+    def _hostile_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> tuple[Verdict, ...]:
+        self.log("boot 1: hostile user-data battery, same-label decoy attached before the real disk")
+        started = time.monotonic()
+        with boot_instance(self.image, user_data=payloads.battery(self.public_key), allow_reboot=False,
+                           extra_disks=[Disk(decoy, before=True)], wait=False, workdir=work) as vm:
+            if not self._wait_or_refuse(vm):
+                reason = self._refusal(vm)
+                evidence = [f"boot 1 never reached SSH; console ends: {vm.tail(3)!r}"]
+                status = CLOSED if reason else INCONCLUSIVE
+                lost = Verdict("label-boot", status, [f"boot 1 refused: {reason}"] if reason else evidence)
+                return (*(Verdict(v, INCONCLUSIVE, evidence) for v in VECTORS[:3]), lost)
+            self.log(f"boot 1: SSH up after {time.monotonic() - started:.0f} s; waiting for cloud-init")
+            vm.wait_for_cloud_init()
+            _, out, _ = vm.run(GATHER)
+            facts = sections(out)
+            self.log("boot 1: trying root over SSH (key, password), the probe user, the serial console")
+            root = self._root_login(vm)
+            sudo = self._sudo(vm, facts)
+            user_data = self._user_data(vm.target, facts)
+            label = self._label(facts, identity, decoy_uuid="(a new one)", boot="boot 1 (same-label decoy)")
+        return root, sudo, user_data, label
+
+    def _decoy_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> Verdict:
+        self.log("boot 2: decoy with the same label and UUID attached after the real disk")
+        with boot_instance(self.image, allow_reboot=False, extra_disks=[Disk(decoy)], wait=False,
+                           workdir=work) as vm:
+            if not self._wait_or_refuse(vm):
+                reason = self._refusal(vm)
+                if reason:
+                    return Verdict("label-boot", CLOSED, [f"boot 2 (same-UUID decoy) refused to boot: {reason}"])
+                return Verdict("label-boot", INCONCLUSIVE,
+                               [f"boot 2 never answered and its console gives no reason; last lines: {vm.tail(5)!r}"])
+            _, out, _ = vm.run(GATHER)
+        return self._label(sections(out), identity, decoy_uuid=identity.uuid, boot="boot 2 (same-UUID decoy)")
+
+    def _wait_or_refuse(self, vm: Instance) -> bool:
+        """Wait for SSH; False when the instance stopped or never answered."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            if not vm.alive() or self._refusal(vm):
+                vm.wait_for_exit(5)
+                return False
+            try:
+                vm.wait_for_ssh(timeout=10)
+                return True
+            except HardeningError:
+                continue
+        return False
+
+    @staticmethod
+    def _refusal(vm: Instance) -> str:
+        match = REFUSAL.search(vm.console())
+        return match.group(0).strip() if match else ""
+
+    def _root_login(self, vm: Instance) -> Verdict:
+        root = Target(vm.target.host, vm.target.port, "root", vm.target.key)
+        key_shell, key_note = _login(root)
+        password_shell, password_note = _login(root, password=payloads.ROOT_PASSWORD)
+        console_shell, console_note = try_root_shell(vm.serial_socket, payloads.ROOT_PASSWORD)
+        evidence = [f"ssh root@ with the injected key: {key_note}",
+                    f"ssh root@ with the password user-data set: {password_note}",
+                    f"serial console: {console_note}"]
+        return Verdict("root-login", OPEN if key_shell or password_shell or console_shell else CLOSED, evidence)
+
+    def _sudo(self, vm: Instance, facts: dict[str, list[str]]) -> Verdict:
+        evidence, open_ = [], False
+        accounts = {vm.target.user: facts.get("sudo", [""])[-1:] == ["0"]}
+        if facts.get("probe-user", [""])[0]:
+            probe = Target(vm.target.host, vm.target.port, payloads.PROBE_USER, vm.target.key)
+            try:
+                with ssh.session(probe) as client:
+                    rc, out, _ = ssh.run(client, "sudo -n id -u", timeout=30)
+                accounts[payloads.PROBE_USER] = rc == 0 and out.strip() == "0"
+            except HardeningError as error:
+                evidence.append(f"{payloads.PROBE_USER} (created by user-data) could not log in: {error}")
+        for account, has_root in accounts.items():
+            expected = self.profile == "marketplace" and account == self.admin_user
+            if has_root and expected:
+                evidence.append(f"{account}: sudo -n gives root (expected: the marketplace admin)")
+            elif has_root:
+                open_ = True
+                evidence.append(f"{account}: sudo -n gives root")
+            else:
+                evidence.append(f"{account}: sudo -n refused")
+        if self.profile == "marketplace" and not accounts.get(self.admin_user):
+            evidence.append(f"note: the admin {self.admin_user!r} has no sudo (Marketplace expects one admin)")
+        return Verdict("sudo", OPEN if open_ else CLOSED, evidence)
+
+    def _user_data(self, target: Target, facts: dict[str, list[str]]) -> Verdict:
+        ran = []
+        for line in facts.get("markers", []):
+            name, _, owner = line.partition(" ")
+            ran.append(f"{name} ran as {owner}")
+        if facts.get("probe-user", [""])[0]:
+            ran.append(f"users: account {payloads.PROBE_USER!r} was created")
+        if _password_allowed(target, "root"):
+            ran.append("ssh_pwauth: sshd offers password authentication")
+        evidence = ran or ["no user-data channel ran: no marker, no probe account, no password auth"]
+        return Verdict("user-data", OPEN if ran else CLOSED, evidence)
+
+    @staticmethod
+    def _label(facts: dict[str, list[str]], identity: RootIdentity, decoy_uuid: str, boot: str) -> Verdict:
+        cmdline = " ".join(facts.get("cmdline", []))
+        spec = root_spec(cmdline)
+        mounted = " ".join(facts.get("root", []))
+        decoy_mounted = bool(" ".join(facts.get("decoy", [])).strip())
+        evidence = [f"{boot}: root={spec or '(none)'}; / is {mounted or '(unknown)'}"]
+        if decoy_mounted:
+            evidence.append(f"{boot}: the decoy is mounted as / ({DECOY_MARKER} present)")
+            return Verdict("label-boot", OPEN, evidence)
+        if spec_matches_decoy(spec, identity, decoy_uuid):
+            evidence.append(f"{boot}: root={spec} also matches the decoy; the real disk won a race this time")
+            return Verdict("label-boot", OPEN, evidence)
+        evidence.append(f"{boot}: root={spec} does not match the decoy")
+        return Verdict("label-boot", CLOSED, evidence)
+
+
+def attack(image: Path, profile: str = "marketplace", admin_user: str = "admin",
+           log: Callable[[str], None] = lambda message: None) -> AttackReport:
+    """Attack `image` (qcow2 or raw, never modified) and return the verdict per vector."""
+    if profile not in PROFILES:
+        raise HardeningError(f"unknown profile {profile!r}; choose marketplace or sealed")
+    image = Path(image)
+    image_format(image)
+    return Probe(image, profile, admin_user, log).run()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what ami-hardening needs on a fresh Debian 12 or Ubuntu machine (as root), then the package.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run as root (sudo bash scripts/install.sh): it installs apt packages, and the lab" >&2
+  echo "needs loop devices, mount and chroot to build its image" >&2
+  exit 2
+fi
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+apt_packages=(
+  qemu-system-x86 qemu-utils mmdebstrap grub-pc-bin grub2-common e2fsprogs fdisk util-linux
+  genisoimage openssh-client packer chromium python3-pip python3-venv
+)
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"

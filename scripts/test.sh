@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what is needed, lint, and run the whole test suite (VM tests included).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not vm"` for the fast inner loop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+mkdir -p reports
+echo "== lint"
+ruff check .
+yamllint --strict .
+ansible-lint --profile production playbooks/
+packer fmt -check -recursive packer/
+echo "== tests"
+set +e
+python3 -m pytest -p no:cacheprovider --junitxml=reports/pytest.xml "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "test.sh: no test ran" >&2
+  exit 1
+fi
+exit "$status"
