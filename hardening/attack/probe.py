@@ -17,7 +17,7 @@ from hardening.attack.console import try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format
-from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key
+from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key, require_qemu
 from hardening.target import Target
 
 VECTORS = ("root-login", "sudo", "user-data", "label-boot")
@@ -271,4 +271,5 @@ def attack(image: Path, profile: str = "marketplace", admin_user: str = "admin",
         raise HardeningError(f"unknown profile {profile!r}; choose marketplace or sealed")
     image = Path(image)
     image_format(image)
+    require_qemu()
     return Probe(image, profile, admin_user, log).run()

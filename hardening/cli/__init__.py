@@ -38,11 +38,11 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("ami-harden: interrupted", err=True)
         sys.exit(130)
-    except Exception as error:  # click usage errors and the like
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise
+    except typer.TyperException as error:  # usage errors: a bad option, a missing argument
+        help_text = getattr(getattr(error, "ctx", None), "get_help", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and help_text:
+            typer.echo(help_text())
+        else:
+            typer.echo(f"ami-harden: error: {error.format_message()}", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

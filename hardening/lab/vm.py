@@ -39,6 +39,12 @@ def lab_key() -> Path:
     return key
 
 
+def require_qemu() -> None:
+    """Fail with one clear line when QEMU is not installed."""
+    if shutil.which("qemu-system-x86_64") is None:
+        raise HardeningError("qemu-system-x86_64 is missing; install qemu-system-x86")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as probe:
@@ -186,8 +192,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
     """
     image = Path(image).resolve()
     fmt = image_format(image)
-    if shutil.which("qemu-system-x86_64") is None:
-        raise HardeningError("qemu-system-x86_64 is missing; install qemu-system-x86")
+    require_qemu()
     key = lab_key()
     with ExitStack() as stack:
         work = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ami-vm-")))

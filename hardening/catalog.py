@@ -1,0 +1,58 @@
+"""The control catalog: ids, vectors, Ansible tags and switches, and where each control is checked."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from hardening.errors import HardeningError
+
+CATALOG_PATH = Path(__file__).with_name("catalog.yml")
+PROFILES = ("marketplace", "sealed")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One hardening control as the catalog describes it."""
+
+    id: str
+    vector: str
+    title: str
+    rationale: str
+    profiles: tuple[str, ...]
+    tag: str
+    variable: str
+    check: str
+
+    @property
+    def vector_tag(self) -> str:
+        """The Ansible tag shared by every control of this control's vector."""
+        return self.vector.replace("-", "_")
+
+    def as_dict(self) -> dict:
+        """A JSON-ready record of the control."""
+        return {**asdict(self), "profiles": list(self.profiles)}
+
+
+@cache
+def controls() -> tuple[Control, ...]:
+    """Every control, in catalog order."""
+    data = yaml.safe_load(CATALOG_PATH.read_text())
+    return tuple(Control(**{**entry, "profiles": tuple(entry["profiles"])}) for entry in data["controls"])
+
+
+def control(control_id: str) -> Control:
+    """The control with this id (case-insensitive); HardeningError for an unknown id."""
+    wanted = control_id.strip().upper()
+    for candidate in controls():
+        if candidate.id == wanted:
+            return candidate
+    raise HardeningError(f"unknown control id {control_id!r}; see `ami-harden controls`")
+
+
+def vector_tags() -> tuple[str, ...]:
+    """The Ansible tags of the four vectors."""
+    return tuple(dict.fromkeys(item.vector_tag for item in controls()))

@@ -1,0 +1,5 @@
+"""`python -m hardening.cli`."""
+
+from hardening.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""Shared fixtures: the lab images, built once per run from the recipe cache."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from hardening.lab.image import ensure_image
+
+
+@pytest.fixture(scope="session")
+def lab_image():
+    """The vulnerable Debian 12 lab image (qcow2)."""
+    return ensure_image("debian")
+
+
+@pytest.fixture(scope="session")
+def traps_image():
+    """The lab image with an sshd drop-in allowing root, NOPASSWD in the main sudoers, console autologin."""
+    return ensure_image("traps")
+
+
+def qemu_processes() -> set[str]:
+    """PIDs of running qemu-system processes."""
+    result = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True, check=False)
+    return set(result.stdout.split())
+
+
+@pytest.fixture
+def no_orphan_qemu():
+    """Fail the test when a qemu process it started outlives it."""
+    before = qemu_processes()
+    yield
+    left = qemu_processes() - before
+    assert not left, f"qemu processes left running: {sorted(left)}"

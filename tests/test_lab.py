@@ -1,0 +1,55 @@
+"""The lab: image cache, boot as a new instance, and the `lab` commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from hardening.lab import image as image_module
+from hardening.lab.vm import boot_instance
+
+pytestmark = pytest.mark.vm
+
+
+def test_unchanged_recipe_reuses_the_cached_image(lab_image):
+    before = lab_image.stat().st_mtime
+    assert image_module.ensure_image("debian") == lab_image
+    assert lab_image.stat().st_mtime == before
+    assert lab_image.name == f"lab-debian-{image_module.recipe_hash('debian')}.qcow2"
+
+
+def test_boot_as_new_instance_is_vulnerable_by_design(lab_image, no_orphan_qemu):
+    with boot_instance(lab_image) as vm:
+        vm.wait_for_cloud_init()
+        rc, out, _ = vm.run("sudo -n id -u; cat /proc/cmdline; grep -c 'LABEL=cloudimg-rootfs' /etc/fstab; "
+                            "cat /var/lib/cloud/data/instance-id")
+    assert rc == 0
+    uid, cmdline, fstab_count, instance_id = out.split("\n")[:4]
+    assert uid == "0"
+    assert "root=LABEL=cloudimg-rootfs" in cmdline
+    assert "console=ttyS0" in cmdline
+    assert fstab_count == "1"
+    assert instance_id.startswith("i-")
+
+
+def test_boot_never_modifies_the_image(lab_image, no_orphan_qemu):
+    before = lab_image.stat().st_mtime
+    with boot_instance(lab_image) as vm:
+        vm.run("sudo touch /etc/changed-by-test")
+    assert lab_image.stat().st_mtime == before
+
+
+def test_lab_boot_command_prints_target_and_stops(lab_image, no_orphan_qemu):
+    result = subprocess.run(["ami-harden", "lab", "boot", str(lab_image), "--for", "5", "--format", "json"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["target"].startswith("ssh://admin@127.0.0.1:")
+    assert record["key"].endswith("lab-key")
+
+
+def test_lab_image_command_prints_path_last(lab_image):
+    result = subprocess.run(["ami-harden", "lab", "image"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == str(lab_image)
