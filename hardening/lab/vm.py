@@ -139,6 +139,15 @@ class Instance:
         """The last lines of the serial console."""
         return "\n".join(self.console().splitlines()[-lines:])
 
+    def shutdown(self, timeout: float = 120.0) -> None:
+        """Power off cleanly; where the login has no sudo (sealed), flush the disks and stop QEMU."""
+        rc, _, _ = self.run("sync; sudo -n systemctl poweroff || exit 3", timeout=30)
+        self.close_ssh()
+        if rc == 3:
+            _stop(self.process)
+        elif not self.wait_for_exit(timeout):
+            raise HardeningError(f"the instance did not power off within {timeout:.0f} s; console ends:\n{self.tail()}")
+
     def close_ssh(self) -> None:
         """Drop the persistent SSH session (before a reboot or power-off)."""
         if self._client is not None:
