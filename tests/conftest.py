@@ -34,3 +34,22 @@ def no_orphan_qemu():
     yield
     left = qemu_processes() - before
     assert not left, f"qemu processes left running: {sorted(left)}"
+
+
+@pytest.fixture(scope="session")
+def hardened_image(tmp_path_factory, lab_image, traps_image):
+    """A factory of hardened copies of the lab images, one per (variant, profile), kept for the session."""
+    from hardening.lab.hardened import harden_copy
+
+    made = {}
+    directory = tmp_path_factory.mktemp("hardened")
+    sources = {"debian": lab_image, "traps": traps_image}
+
+    def make(variant: str = "debian", profile: str = "marketplace"):
+        if (variant, profile) not in made:
+            dest = directory / f"{variant}-{profile}.qcow2"
+            harden_copy(sources[variant], dest, profile=profile, log_path=directory / f"{variant}-{profile}.log")
+            made[variant, profile] = dest
+        return made[variant, profile]
+
+    return make

@@ -7,6 +7,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paramiko
@@ -18,11 +19,19 @@ from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format
 from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key, require_qemu
+from hardening.report import Document
 from hardening.target import Target
 
 VECTORS = ("root-login", "sudo", "user-data", "label-boot")
 PROFILES = ("marketplace", "sealed")
 OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
+ATTACKS = {
+    "root-login": "SSH as root with the key pair and a user-data password; the serial console",
+    "sudo": "sudo -n as the default user and as an account user-data created",
+    "user-data": "MIME battery: #! script, boothook, bootcmd, runcmd, write_files, users, chpasswd, ssh_pwauth",
+    "label-boot": "decoy volumes carrying the root's LABEL (before the disk) and LABEL+UUID (after it)",
+}
+OUTCOMES = {CLOSED: "pass", OPEN: "fail", INCONCLUSIVE: "error"}
 REFUSAL = re.compile(r"refus\w* to boot.*", re.IGNORECASE)
 
 GATHER = f"""
@@ -54,6 +63,7 @@ class AttackReport:
     profile: str
     admin_user: str
     vectors: list[Verdict]
+    checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def exit_code(self) -> int:
@@ -63,6 +73,21 @@ class AttackReport:
     def as_dict(self) -> dict:
         """A JSON-ready record."""
         return asdict(self)
+
+    def document(self, before: AttackReport | None = None) -> Document:
+        """The verdicts as a report document (table, JUnit, HTML); with `before`, each row says what it was."""
+        earlier = {v.vector: v for v in before.vectors} if before else {}
+        rows = []
+        for verdict in self.vectors:
+            evidence = verdict.evidence
+            if verdict.vector in earlier:
+                was = earlier[verdict.vector]
+                evidence = [*evidence, f"before hardening: {was.status}", *(f"  {item}" for item in was.evidence)]
+            rows.append({"control": verdict.vector, "vector": verdict.vector, "title": ATTACKS[verdict.vector],
+                         "status": verdict.status, "evidence": "\n".join(evidence)})
+        meta = {"target": self.image, "profile": self.profile, "admin user": self.admin_user,
+                "checked_at": self.checked_at}
+        return Document("ami-harden attack", meta, rows, unit="vectors", outcomes=OUTCOMES)
 
 
 def sections(output: str) -> dict[str, list[str]]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from hardening.attack.probe import AttackReport, attack
+from hardening.attack.probe import attack
+from hardening.report import render
 
 
 class Profile(str, Enum):
@@ -20,15 +21,8 @@ class Profile(str, Enum):
 class Format(str, Enum):
     table = "table"
     json = "json"
-
-
-def render_table(report: AttackReport) -> str:
-    """A readable table: one block per vector with its evidence."""
-    lines = [f"attack on {report.image} (profile {report.profile}, admin {report.admin_user})", ""]
-    for verdict in report.vectors:
-        lines.append(f"{verdict.vector:<12} {verdict.status}")
-        lines.extend(f"{'':<12}   - {item}" for item in verdict.evidence)
-    return "\n".join(lines)
+    junit = "junit"
+    html = "html"
 
 
 def attack_command(
@@ -36,7 +30,7 @@ def attack_command(
     profile: Profile = typer.Option(Profile.marketplace, help="marketplace: the admin's sudo is expected; "
                                     "sealed: any sudo is OPEN."),
     admin_user: str = typer.Option("admin", help="The one account allowed sudo under the marketplace profile."),
-    fmt: Format = typer.Option(Format.table, "--format", help="table or json"),
+    fmt: Format = typer.Option(Format.table, "--format", help="table, json (a `vectors` list), junit or html"),
     output: Path = typer.Option(None, help="Write the report here instead of standard output."),
 ) -> None:
     """Boot IMAGE twice as a new instance with hostile inputs and judge each vector.
@@ -57,9 +51,9 @@ def attack_command(
         typer.echo(f"[{time.monotonic() - started:5.0f}s] {message}", err=True)
 
     report = attack(image, profile.value, admin_user, log=progress)
-    text = json.dumps(report.as_dict(), indent=2) if fmt is Format.json else render_table(report)
+    text = json.dumps(report.as_dict(), indent=2) if fmt is Format.json else render(report.document(), fmt.value)
     if output:
-        output.write_text(text + "\n")
+        output.write_text(text.rstrip("\n") + "\n")
         typer.echo(f"report written to {output}", err=True)
     else:
         typer.echo(text)

@@ -1,0 +1,51 @@
+"""The demo: attack the vulnerable lab image, harden a copy over SSH, attack it again, compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hardening.attack.probe import AttackReport, attack
+from hardening.lab.hardened import harden_copy
+from hardening.lab.image import ensure_image
+from hardening.progress import Progress
+
+
+@dataclass
+class DemoResult:
+    """Both attack reports and where the files went."""
+
+    before: AttackReport
+    after: AttackReport
+    hardened_image: Path
+    apply_log: Path
+    workdir: Path
+
+    def table(self) -> str:
+        """Before/after, one line per vector."""
+        lines = [f"{'vector':<12} {'before':<14} after", f"{'-' * 12} {'-' * 14} {'-' * 12}"]
+        for old, new in zip(self.before.vectors, self.after.vectors, strict=True):
+            lines.append(f"{old.vector:<12} {old.status:<14} {new.status}")
+        return "\n".join(lines)
+
+
+def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") -> DemoResult:
+    """Build or reuse the lab image, attack it, harden a copy with `apply`, attack the copy."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with progress.stage("lab image") as stage:
+        stage.waiting("the cached lab image, or mmdebstrap building it (about a minute)")
+        image = ensure_image("debian", log=stage.say)
+        stage.say(str(image))
+    with progress.stage("attack before") as stage:
+        before = attack(image, profile=profile, log=stage.waiting)
+    hardened = workdir / f"hardened-{profile}.qcow2"
+    apply_log = workdir / "apply.log"
+    with progress.stage("apply") as stage:
+        stage.waiting(f"a new instance to boot and ansible-playbook to apply the {profile} profile over SSH "
+                      f"(log: {apply_log})")
+        result = harden_copy(image, hardened, profile=profile, log_path=apply_log,
+                             progress=lambda line: line.startswith(("TASK", "changed", "fatal")) and stage.say(line))
+        stage.say(result.summary())
+    with progress.stage("attack after") as stage:
+        after = attack(hardened, profile=profile, log=stage.waiting)
+    return DemoResult(before, after, hardened, apply_log, workdir)

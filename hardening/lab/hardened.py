@@ -1,0 +1,36 @@
+"""Derived lab images: boot a copy-on-write copy, change it over SSH, power off, keep the disk."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hardening.apply import ApplyResult, apply
+from hardening.lab.disk import image_format
+from hardening.lab.vm import Instance, boot_instance
+
+
+@contextmanager
+def writable_copy(image: Path, dest: Path) -> Iterator[Instance]:
+    """Boot `dest`, a new qcow2 overlay of `image`, as a new instance; power it off cleanly at the end.
+
+    `image` itself is never modified; `dest` keeps what was done inside the block.
+    """
+    image, dest = Path(image).resolve(), Path(dest)
+    dest.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format(image), "-b", str(image),
+                    str(dest)], check=True)
+    with boot_instance(dest, overlay=False) as vm:
+        vm.wait_for_cloud_init()
+        yield vm
+        vm.shutdown()
+
+
+def harden_copy(image: Path, dest: Path, profile: str = "marketplace", log_path: Path | None = None,
+                progress: Callable[[str], None] | None = None, extra_vars: dict | None = None) -> ApplyResult:
+    """Write `dest`, a copy of `image` hardened with `profile` through `apply` over SSH as the lab's admin."""
+    with writable_copy(image, dest) as vm:
+        return apply(vm.target, profile=profile, admin_user=vm.target.user, log_path=log_path,
+                     sealed_confirmed=profile == "sealed", progress=progress, extra_vars=extra_vars)

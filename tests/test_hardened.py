@@ -1,0 +1,55 @@
+"""The judge: the attack probe on hardened copies of the lab images, each booted as a new instance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from hardening.lab.hardened import writable_copy
+
+pytestmark = pytest.mark.vm
+
+
+def attack(image, *options: str) -> dict:
+    result = subprocess.run(["ami-harden", "attack", str(image), "--format", "json", *options],
+                            capture_output=True, text=True, timeout=1800, check=False)
+    print(result.stderr)
+    report = json.loads(result.stdout)
+    print(json.dumps(report["vectors"], indent=2))
+    assert result.returncode in (0, 1), result.stderr
+    return {v["vector"]: v for v in report["vectors"]}
+
+
+def assert_all_closed(verdicts: dict) -> None:
+    assert list(verdicts) == ["root-login", "sudo", "user-data", "label-boot"]
+    open_ = {name: v["evidence"] for name, v in verdicts.items() if v["status"] != "CLOSED"}
+    assert not open_, f"not CLOSED: {json.dumps(open_, indent=2)}"
+
+
+def test_marketplace_closes_every_vector_on_a_new_instance(hardened_image, no_orphan_qemu):
+    verdicts = attack(hardened_image("debian", "marketplace"))
+    assert_all_closed(verdicts)
+    sudo = "\n".join(verdicts["sudo"]["evidence"])
+    assert "admin: sudo -n gives root (expected: the marketplace admin)" in sudo
+    assert "refused to boot" in "\n".join(verdicts["label-boot"]["evidence"])
+    assert "no user-data channel ran" in verdicts["user-data"]["evidence"][0]
+
+
+def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
+    verdicts = attack(hardened_image("debian", "sealed"), "--profile", "sealed")
+    assert_all_closed(verdicts)
+    assert "admin: sudo -n refused" in verdicts["sudo"]["evidence"]
+
+
+def test_traps_image_ends_closed_too(hardened_image, no_orphan_qemu):
+    assert_all_closed(attack(hardened_image("traps", "marketplace")))
+
+
+def test_still_closed_after_update_grub_and_reboot(hardened_image, tmp_path, no_orphan_qemu):
+    updated = tmp_path / "after-update-grub.qcow2"
+    with writable_copy(hardened_image("debian", "marketplace"), updated) as vm:
+        rc, out, err = vm.run("sudo -n update-grub && sudo -n update-initramfs -u", timeout=600)
+        assert rc == 0, out + err
+    assert_all_closed(attack(updated))
