@@ -1,0 +1,83 @@
+"""Testinfra checks of the ami-hardening controls.
+
+Live (the SSH user needs sudo):
+    pytest checks/ --hosts='paramiko://admin@127.0.0.1:2222?ssh_identity_file=KEY' --sudo
+Offline, as root, against a mounted image root (sealed images have no sudo to use live):
+    pytest checks/ --hosts=/mnt/root --connection=chroot --admin-user=admin
+Every test carries `@pytest.mark.control("ID")` with a catalog id and records its evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from hardening.facts import Facts, gather_script
+
+PROFILES = ("marketplace", "sealed")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ami-hardening")
+    group.addoption("--profile", choices=PROFILES, default="marketplace",
+                    help="marketplace: one admin user keeps sudo; sealed: nobody has sudo (default: marketplace)")
+    group.addoption("--admin-user", default=None,
+                    help="the one user allowed sudo (default: the SSH user; required offline for marketplace)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "control(id): the catalog control (e.g. ROOT-01) this test judges")
+    offline = config.getoption("connection", None) == "chroot"
+    if offline and config.getoption("profile") == "marketplace" and not config.getoption("admin_user"):
+        raise pytest.UsageError("--admin-user is required for an offline (chroot) marketplace check")
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> str:
+    """The profile the host is judged against."""
+    return pytestconfig.getoption("profile")
+
+
+@pytest.fixture(scope="module")
+def offline(host) -> bool:
+    """True when the host is a mounted image root reached through chroot."""
+    return host.backend.NAME == "chroot"
+
+
+@pytest.fixture(scope="module")
+def admin_user(host, pytestconfig: pytest.Config, profile: str) -> str | None:
+    """The admin user of the marketplace profile (None when sealed)."""
+    if profile == "sealed":
+        return None
+    user = pytestconfig.getoption("admin_user") or getattr(getattr(host.backend, "host", None), "user", None)
+    if not user:
+        pytest.fail("--admin-user is required: the connection names no SSH user")
+    return user
+
+
+@pytest.fixture(scope="session")
+def _facts_by_host() -> dict[str, Facts]:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def facts(host, offline: bool, admin_user: str | None, _facts_by_host: dict[str, Facts]) -> Facts:
+    """Every fact of the host, gathered once per host by one shell command."""
+    key = host.backend.get_pytest_id()
+    if key not in _facts_by_host:
+        result = host.run(gather_script(offline, admin_user))
+        if result.rc != 0 or "@@AMI@@" not in result.stdout:
+            pytest.fail(f"gathering facts failed (exit {result.rc}): {result.stderr.strip()[:500]}")
+        _facts_by_host[key] = Facts.from_output(result.stdout, offline, admin_user)
+    return _facts_by_host[key]
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Record a test's evidence (shown for passes and failures alike) and return it."""
+    def record(text: str) -> str:
+        request.node.user_properties.append(("evidence", text))
+        return text
+
+    return record

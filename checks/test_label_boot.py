@@ -1,0 +1,78 @@
+"""Vector label-boot: a decoy volume carrying the root's label must not become /."""
+
+import re
+
+import pytest
+
+_OFFLINE = "offline: no running kernel, judged the boot configuration"
+_BY_ID = ("UUID=", "PARTUUID=", "/dev/disk/by-uuid/", "/dev/disk/by-partuuid/")
+
+
+def _root_arg(line: str) -> str | None:
+    """The last root= argument of a kernel command line (the one the kernel uses)."""
+    found = re.findall(r"(?:^|\s)root=(\S+)", line)
+    return found[-1] if found else None
+
+
+@pytest.mark.control("LABEL-01")
+def test_root_found_by_uuid(facts, evidence):
+    problems, checked = [], []
+    if facts.cmdline is not None:
+        root = _root_arg(facts.cmdline)
+        checked.append(f"/proc/cmdline root={root}")
+        if not root or not root.startswith(("UUID=", "PARTUUID=")):
+            problems.append(f"/proc/cmdline: root={root or '(none)'}")
+    entries = {**facts.grub_cfg, **facts.bls_options}
+    for path, lines in entries.items():
+        for line in lines:
+            number, _, text = line.partition(":")
+            if not text.split() or text.split()[0] not in ("linux", "linux16", "linuxefi", "options"):
+                continue
+            root = _root_arg(text)
+            checked.append(f"{path}:{number}")
+            if not root or not root.startswith(("UUID=", "PARTUUID=")):
+                problems.append(f"{path}:{number}: root={root or '(none)'}")
+    if not entries:
+        problems.append("no grub.cfg or BLS entry found: cannot tell how the next boot finds root")
+    where = "" if facts.cmdline is not None else f" ({_OFFLINE})"
+    message = evidence("root found by label or device path: " + "; ".join(problems) + where if problems
+                       else f"root=UUID/PARTUUID in {len(checked)} places ({', '.join(checked[:3])}...)" + where)
+    assert not problems, message
+
+
+@pytest.mark.control("LABEL-02")
+def test_fstab_root_by_uuid(facts, evidence):
+    roots = [fields for fields in facts.fstab if fields[1] == "/"]
+    if not roots:
+        evidence("no / line in /etc/fstab: the root mount comes from the kernel command line (LABEL-01)")
+        return
+    spec = roots[-1][0]
+    mounted = f"; mounted now: {facts.root_mount}" if facts.root_mount else ""
+    message = evidence(f"/etc/fstab mounts / from {spec}{mounted}")
+    assert spec.startswith(_BY_ID), message
+
+
+@pytest.mark.control("LABEL-03")
+def test_initramfs_refuses_ambiguous_root(facts, evidence):
+    image = facts.initramfs.image
+    which = "the running kernel's" if facts.cmdline is not None else "offline: the newest kernel's"
+    if image is None:
+        pytest.fail(evidence(f"no initramfs found ({which})"))
+    matches = facts.initramfs.matches
+    message = evidence(f"{image} ({which}) contains {', '.join(matches)}" if matches
+                       else f"{image} ({which}) has no ami-root-unique check")
+    assert matches, message
+
+
+@pytest.mark.control("LABEL-04")
+def test_grub_finds_boot_by_position(facts, evidence):
+    searches = [f"{path}:{line.strip()}" for path, lines in facts.grub_cfg.items() for line in lines
+                if line.partition(":")[2].split()[:1] and line.partition(":")[2].split()[0].startswith("search")]
+    disable_uuid = facts.grub_defaults.get("GRUB_DISABLE_UUID") or "unset"
+    if not facts.grub_cfg:
+        pytest.fail(evidence("no grub.cfg found"))
+    message = evidence(f"grub.cfg searches for a filesystem (GRUB_DISABLE_UUID={disable_uuid}): "
+                       + "; ".join(searches[:3]) + (f" (+{len(searches) - 3} more)" if len(searches) > 3 else "")
+                       if searches else
+                       f"no search command in {', '.join(facts.grub_cfg)} (GRUB_DISABLE_UUID={disable_uuid})")
+    assert not searches, message

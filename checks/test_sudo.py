@@ -1,0 +1,128 @@
+"""Vector sudo: effective grants, sudo policy, cloud-init's default-user rule, pkexec, SSM."""
+
+import pytest
+
+from hardening.facts import polkit_admin_rule
+
+_ENABLED = {"enabled", "enabled-runtime", "alias", "generated", "indirect", "linked", "linked-runtime"}
+
+
+def _grants_sudo(value) -> bool:
+    """Whether a cloud-init `sudo:` value writes a sudoers rule."""
+    if value is None or value is False or value == [] or value == "":
+        return False
+    return str(value).strip().lower() not in ("false", "no", "off", "0", "none")
+
+
+@pytest.mark.control("SUDO-01")
+def test_only_admin_has_sudo(facts, profile, admin_user, offline, evidence):
+    if not facts.sudo_installed:
+        message = evidence("sudo is not installed: nobody has a sudo grant")
+        assert profile == "sealed", message + " (marketplace needs the admin to administer through sudo)"
+        return
+    broken = {user: listing.error for user, listing in facts.sudo.items() if listing.error}
+    granted = {user: listing.grants for user, listing in facts.sudo.items() if listing.grants and user != "root"}
+    allowed = {admin_user} if admin_user else set()
+    problems = [f"sudo -l -U {user}: {error}" for user, error in broken.items()]
+    problems += [f"{user} may run {grants[0]}" for user, grants in sorted(granted.items()) if user not in allowed]
+    notes = []
+    if admin_user and admin_user not in granted:
+        missing = (f"{admin_user} has no sudo grant" if admin_user in facts.accounts
+                   else f"user {admin_user} does not exist")
+        if offline:
+            notes.append(f"{missing} yet (cloud-init sets up the default user on first boot)")
+        else:
+            problems.append(f"{missing}: marketplace needs the admin to administer through sudo")
+    elif admin_user:
+        notes.append(f"{admin_user} may run {granted[admin_user][0]}")
+    holders = ", ".join(sorted(granted)) or "nobody"
+    message = evidence("; ".join(problems) if problems else
+                       f"sudo -l -U for {len(facts.sudo)} accounts: grants for {holders} (root aside)"
+                       + ("; " + "; ".join(notes) if notes else ""))
+    assert not problems, message
+
+
+@pytest.mark.control("SUDO-02")
+def test_sudo_uses_pty_and_logfile(facts, profile, admin_user, evidence):
+    if profile == "sealed":
+        pytest.skip(evidence("sealed profile: no sudo, so no sudo policy to judge"))
+    user = admin_user if admin_user in facts.sudo and not facts.sudo[admin_user].error else "root"
+    listing = facts.sudo.get(user)
+    if listing is None or listing.error:
+        pytest.fail(evidence(f"sudo -l -U {user} failed: {listing.error if listing else 'sudo not installed'}"))
+    use_pty, logfile = False, None
+    for item in listing.defaults:
+        if item in ("use_pty", "!use_pty"):
+            use_pty = item == "use_pty"
+        elif item.startswith("logfile="):
+            logfile = item.split("=", 1)[1].strip('"')
+        elif item == "!logfile":
+            logfile = None
+    seen = f"sudo -l -U {user} Defaults: use_pty {'on' if use_pty else 'off'}, logfile {logfile or 'unset'}"
+    message = evidence(seen + ("" if user == admin_user else f" (user {admin_user} does not exist yet)"))
+    assert use_pty and logfile, message
+
+
+def _groups(value) -> list[str]:
+    """A cloud-init `groups:` value (list or comma-separated string) as group names."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(group).strip() for group in value or [] if str(group).strip()]
+
+
+@pytest.mark.control("SUDO-03")
+def test_cloud_init_default_user_sudo(facts, profile, admin_user, evidence):
+    if facts.cloud_source is None:
+        evidence("cloud-init is not installed")
+        return
+    default_user = facts.cloud_value("system_info", "default_user", default={}) or {}
+    users = facts.cloud_value("users", default=["default"]) or []
+    entries = []
+    if not isinstance(users, list) or "default" in users:
+        entries.append((default_user.get("name", "the default user"), default_user,
+                        lambda key: facts.cloud_origin("system_info", "default_user", key)))
+    entries += [(entry.get("name", "?"), entry, lambda key: facts.cloud_origin("users"))
+                for entry in (users if isinstance(users, list) else []) if isinstance(entry, dict)]
+    grants = []
+    for name, entry, origin in entries:
+        if _grants_sudo(entry.get("sudo")):
+            grants.append((name, f"sudo {entry['sudo']!r} ({origin('sudo')})"))
+        grants += [(name, f"group {group} ({origin('groups')}; {rules[0]})") for group in _groups(entry.get("groups"))
+                   for rules in [facts.sudoers_group_rules.get(group)] if rules]
+    wrong = [f"{name} gets {how}" for name, how in grants if name != admin_user]
+    message = evidence("merged cloud-init config: "
+                       + ("; ".join(wrong) if wrong else
+                          "; ".join(f"{name} gets {how}" for name, how in grants)
+                          or "no sudo rule or sudo group for the default user or any listed user"))
+    assert not wrong, message
+
+
+@pytest.mark.control("SUDO-04")
+def test_pkexec_admin_identity(facts, profile, admin_user, evidence):
+    if facts.pkexec is None:
+        evidence("pkexec is not installed")
+        return
+    mode, owner, path = facts.pkexec
+    if not int(mode, 8) & 0o4000:
+        evidence(f"{path} is mode {mode}: not setuid, pkexec cannot raise privileges")
+        return
+    if profile == "sealed":
+        pytest.fail(evidence(f"{path} is setuid {owner} (mode {mode}): sealed needs the setuid bit removed"))
+    rule = polkit_admin_rule(facts.polkit_rules)
+    origin, identities = rule if rule else ("polkit's built-in default", ["unix-user:0"])
+    allowed = {f"unix-user:{admin_user}", "unix-user:root", "unix-user:0"}
+    others = [identity for identity in identities if identity not in allowed]
+    members = {identity: sorted(facts.groups.get(identity.split(":", 1)[1], ("", set()))[1])
+               for identity in others if identity.startswith("unix-group:")}
+    described = ", ".join(f"{identity} (members: {', '.join(members[identity]) or 'none'})"
+                          if identity in members else identity for identity in identities) or "nobody"
+    message = evidence(f"{path} is setuid {owner}; polkit admin rule in {origin} names {described}")
+    assert identities and not others, message
+
+
+@pytest.mark.control("SUDO-05")
+def test_ssm_agent_disabled(facts, evidence):
+    enabled = [f"{unit} is {state}" for unit, state in facts.ssm_units.items() if state.split()[0] in _ENABLED]
+    problems = enabled + [f"{path} exists (ssm-user sudo rule)" for path in facts.ssm_sudoers]
+    message = evidence("; ".join(problems) or "no amazon-ssm-agent unit enabled; no ssm-user sudoers rule")
+    assert not problems, message

@@ -1,0 +1,101 @@
+"""Vector user-data: cloud-init must not run what a launcher passes in user-data or vendor-data."""
+
+import pytest
+
+# Modules that execute, write or install what user-data (or vendor-data) asks for.
+DENIED_MODULES = frozenset({
+    "bootcmd", "runcmd", "scripts_user", "scripts_vendor", "scripts_per_boot", "scripts_per_instance",
+    "scripts_per_once", "write_files", "write_files_deferred", "ansible", "puppet", "chef", "salt_minion",
+    "mcollective", "package_update_upgrade_install", "apt_configure", "snap", "landscape", "lxd",
+    "seed_random", "phone_home", "power_state_change", "ubuntu_pro", "ubuntu_advantage", "rh_subscription",
+    "yum_add_repo", "zypper_add_repo", "apk_configure", "ca_certs", "fan", "mounts", "disk_setup",
+})
+_TRUE = ("true", "1", "on", "yes")
+_FALSE = ("off", "0", "no", "false")
+
+
+def _without_cloud_init(facts, evidence) -> bool:
+    """True (with evidence) when cloud-init is not installed, so nothing runs user-data."""
+    if facts.cloud_source is None:
+        evidence("cloud-init is not installed: nothing runs user-data")
+        return True
+    return False
+
+
+def _module_name(entry) -> str:
+    name = entry[0] if isinstance(entry, list) and entry else entry
+    name = str(name).strip().replace("-", "_")
+    return name.removeprefix("cc_")
+
+
+@pytest.mark.control("USER-01")
+def test_userdata_not_allowed(facts, evidence):
+    if _without_cloud_init(facts, evidence):
+        return
+    value = facts.cloud_value("allow_userdata")
+    allowed = True if value is None else bool(value) and (value is True or str(value).lower().strip() in _TRUE)
+    shown = "absent (cloud-init default: true)" if value is None else repr(value)
+    message = evidence(f"merged cloud-init config: allow_userdata {shown} "
+                       f"({facts.cloud_origin('allow_userdata')})")
+    assert not allowed, message
+
+
+@pytest.mark.control("USER-02")
+def test_vendor_data_disabled(facts, evidence):
+    if _without_cloud_init(facts, evidence):
+        return
+    states = []
+    for key in ("vendor_data", "vendor_data2"):
+        setting = facts.cloud_value(key, default={"enabled": True})
+        enabled = setting.get("enabled") if isinstance(setting, dict) else False
+        on = enabled is True or (not isinstance(enabled, bool) and str(enabled).lower().strip() in _TRUE)
+        origin = facts.cloud_origin(key, "enabled")
+        shown = "absent (cloud-init default: true)" if origin == "set nowhere" else f"{enabled!r} ({origin})"
+        states.append((key, shown, on))
+    message = evidence("merged cloud-init config: " + "; ".join(f"{key}.enabled {shown}" for key, shown, _ in states))
+    assert not any(on for *_, on in states), message
+
+
+@pytest.mark.control("USER-03")
+def test_no_user_data_modules(facts, evidence):
+    if _without_cloud_init(facts, evidence):
+        return
+    found = []
+    for stage in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules"):
+        entries = facts.cloud_value(stage, default=[]) or []
+        denied = [_module_name(entry) for entry in entries if _module_name(entry) in DENIED_MODULES]
+        if denied:
+            found.append(f"{stage}: {', '.join(denied)} ({facts.cloud_origin(stage)})")
+    message = evidence("merged cloud-init module lists still run " + "; ".join(found) if found
+                       else "no module that executes, writes or installs from user-data is in any stage")
+    assert not found, message
+
+
+@pytest.mark.control("USER-04")
+def test_ssh_pwauth_false(facts, evidence):
+    if _without_cloud_init(facts, evidence):
+        return
+    value = facts.cloud_value("ssh_pwauth")
+    off = value is False or (value is not None and str(value).lower().strip() in _FALSE)
+    shown = "absent (cloud-init leaves sshd's password setting alone)" if value is None else repr(value)
+    message = evidence(f"merged cloud-init config: ssh_pwauth {shown} "
+                       f"({facts.cloud_origin('ssh_pwauth')})")
+    assert off, message
+
+
+@pytest.mark.control("USER-05")
+def test_no_cloud_config_on_kernel_cmdline(facts, evidence):
+    found = []
+    if facts.cmdline is not None and "cc:" in facts.cmdline:
+        found.append(f"/proc/cmdline: {facts.cmdline}")
+    found += [f"/etc/default/grub: {line}" for line in facts.grub_default_lines if "cc:" in line]
+    found += [f"{name} (after sourcing /etc/default/grub*) = {value}"
+              for name, value in facts.grub_defaults.items() if name.startswith("GRUB_CMDLINE") and "cc:" in value]
+    found += [f"{path}:{line.strip()}" for path, lines in {**facts.grub_cfg, **facts.bls_options}.items()
+              for line in lines if "cc:" in line]
+    where = "grub defaults and boot entries" + ("" if facts.cmdline is None else ", /proc/cmdline")
+    if facts.cmdline is None:
+        where += " (offline: no running kernel, judged the boot configuration)"
+    message = evidence("cloud-config on the kernel command line: " + "; ".join(found) if found
+                       else f"no cc: in {where}")
+    assert not found, message

@@ -1,0 +1,58 @@
+"""`ami-harden check`: judge a live instance, a mounted root or a disk image against the controls."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from hardening.check import resolve_target, run_checks
+from hardening.report import render
+
+
+class Profile(str, Enum):
+    marketplace = "marketplace"
+    sealed = "sealed"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    junit = "junit"
+    html = "html"
+
+
+def check_command(
+    target: str = typer.Argument(..., help="ssh://USER@HOST:PORT (live, USER needs sudo), a mounted image root "
+                                 "directory, or a disk image file (qcow2/raw); offline targets need root."),
+    key: Path = typer.Option(None, help="SSH private key for a live target."),
+    profile: Profile = typer.Option(Profile.marketplace, help="marketplace: only the admin user has sudo; "
+                                    "sealed: nobody has sudo."),
+    admin_user: str = typer.Option(None, help="The one user allowed sudo (default: the SSH user; "
+                                   "required offline for marketplace)."),
+    only: list[str] = typer.Option(None, "--only", help="Check only this control id (repeatable)."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table, json, junit or html."),
+    output: Path = typer.Option(None, help="Write the report to this file instead of standard output."),
+) -> None:
+    """Check TARGET against every control (or the --only ones) and report the evidence.
+
+    Exit 0 when every control passes (skipped counts as passed), 1 when any fails or errors, 2 on bad
+    input or an unreachable target.
+
+    Example: ami-harden check ssh://admin@127.0.0.1:2222 --key lab_key --format html --output report.html
+    """
+    report = run_checks(resolve_target(target, key), profile.value, admin_user, only or None)
+    text = render(report.document(), fmt.value)
+    if output:
+        output.write_text(text)
+        typer.echo(f"{output}: {len(report.results)} controls, failing: {', '.join(report.failing()) or 'none'}",
+                   err=True)
+    else:
+        typer.echo(text, nl=False)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `check` command."""
+    app.command("check")(check_command)

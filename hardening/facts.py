@@ -1,0 +1,537 @@
+"""Everything the checks judge, gathered from a host by ONE shell command and parsed here.
+
+The same script runs live (over SSH, as root through sudo) and offline (`chroot` into a mounted
+image root, as root). Offline there is no running kernel or sshd: `sshd -T` runs in a private
+mount namespace with a throw-away host key on a tmpfs /run, and the boot checks judge the boot
+configuration instead of /proc/cmdline. cloud-init's configuration is merged here from the raw
+files, as a new instance's cloud-init will read them (importing cloud-init on the host takes seconds).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import PurePosixPath
+
+import yaml
+
+_SCRIPT = r"""
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH
+LC_ALL=C; export LC_ALL
+OFFLINE=@OFFLINE@
+ADMIN=@ADMIN@
+run() { name=$1; shift; printf '@@AMI@@ %s\n' "$name"; "$@" 2>&1; printf '\n@@RC@@ %s\n' "$?"; }
+files() { for f in "$@"; do [ -f "$f" ] && printf '@@FILE@@ %s\n' "$f" && cat "$f" && echo; done; return 0; }
+sshd_t() {
+  if [ "$OFFLINE" = 1 ]; then
+    unshare -m sh -c 'mount -t tmpfs ami-check /run && mkdir -m 755 /run/sshd &&
+      ssh-keygen -q -t ed25519 -N "" -f /run/ami-check-key && exec sshd -T -h /run/ami-check-key "$@"' sh "$@"
+  else
+    sshd -T "$@"
+  fi
+}
+root_keys() {
+  home=$(getent passwd root | cut -d: -f6); home=${home:-/root}
+  spec=$(printf '%s\n' "$ROOT_SSHD" | awk '$1 == "authorizedkeysfile" { for (i = 2; i <= NF; i++) print $i }')
+  for k in ${spec:-.ssh/authorized_keys .ssh/authorized_keys2}; do
+    [ "$k" = none ] && continue
+    k=$(printf '%s' "$k" | sed -e "s|%h|$home|g" -e 's|%u|root|g' -e 's|%%|%|g')
+    case $k in /*) ;; *) k=$home/$k ;; esac
+    [ -f "$k" ] || continue
+    printf '@@FILE@@ %s\n' "$k"
+    grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$k"
+  done
+  return 0
+}
+sudo_all() {
+  if [ -z "$(command -v sudo)" ]; then echo '@@NOSUDO@@'; return 0; fi
+  for u in $(getent passwd | cut -d: -f1); do
+    printf '@@USER@@ %s\n' "$u"
+    RES_OPTIONS='timeout:1 attempts:1' sudo -l -U "$u" 2>&1 | grep -v 'unable to resolve host'
+  done
+  return 0
+}
+shadow() {
+  awk -F: '{ s = $2; t = "unusable"
+    if (s == "") t = "empty"
+    else if (s ~ /^[!*]/) t = "locked"
+    else if (s ~ /^\$/ || (length(s) == 13 && s ~ /^[.\/0-9A-Za-z]+$/)) t = "hash"
+    print $1 ":" t }' /etc/shadow
+}
+autologin() {
+  dirs="/etc/systemd /run/systemd/system /usr/lib/systemd/system"
+  [ -L /lib ] || dirs="$dirs /lib/systemd/system"
+  grep -rsnE -e '--autologin|getty.*[[:space:]]-a[[:space:]]' $dirs /etc/inittab
+  return 0
+}
+grub_cfg() {
+  for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/efi/EFI/*/grub.cfg; do
+    [ -f "$f" ] || continue
+    printf '@@FILE@@ %s\n' "$f"
+    grep -nE '^[[:space:]]*(linux|linux16|linuxefi|search|search\.[a-z_]+)[[:space:]]' "$f"
+  done
+  return 0
+}
+bls() {
+  for f in /boot/loader/entries/*.conf; do
+    [ -f "$f" ] || continue
+    printf '@@FILE@@ %s\n' "$f"
+    grep -n '^options' "$f"
+  done
+  grep -sh '^kernelopts=' /boot/grub2/grubenv /boot/grub/grubenv
+  return 0
+}
+grub_defaults() {
+  (
+    for f in /etc/default/grub /etc/default/grub.d/*.cfg; do [ -f "$f" ] && . "$f"; done
+    for v in GRUB_CMDLINE_LINUX GRUB_CMDLINE_LINUX_DEFAULT GRUB_CMDLINE_LINUX_RECOVERY GRUB_DEVICE \
+      GRUB_DISABLE_UUID GRUB_DISABLE_LINUX_UUID GRUB_DISABLE_LINUX_PARTUUID; do
+      eval "printf '%s=%s\n' $v \"\${$v-}\""
+    done
+  )
+  grep -sHn '^[[:space:]]*GRUB_CMDLINE_LINUX' /etc/default/grub /etc/default/grub.d/*.cfg | sed 's/^/@@LINE@@ /'
+  return 0
+}
+list_initramfs() {
+  for unpack in zcat 'zstd -dcq' xzcat lz4cat; do
+    [ -n "$(command -v "${unpack%% *}")" ] || continue
+    listing=$($unpack <"$1" 2>&- | cpio -t 2>&-) && { printf '%s\n' "$listing"; return 0; }
+  done
+  if [ -n "$(command -v lsinitramfs)" ]; then lsinitramfs "$1"; else lsinitrd "$1"; fi
+}
+initramfs() {
+  if [ "$OFFLINE" = 1 ]; then
+    kver=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
+  else
+    kver=$(uname -r)
+  fi
+  for img in "/boot/initrd.img-$kver" "/boot/initramfs-$kver.img"; do
+    [ -f "$img" ] || continue
+    echo "@@IMAGE@@ $img"
+    list_initramfs "$img" | grep ami-root-unique
+    return 0
+  done
+  echo "@@IMAGE@@ none for kernel ${kver:-unknown}"
+  return 1
+}
+pkexec_mode() {
+  p=$(command -v pkexec)
+  [ -n "$p" ] && stat -Lc '%a %U %n' "$p"
+  return 0
+}
+ssm() {
+  for u in amazon-ssm-agent.service snap.amazon-ssm-agent.amazon-ssm-agent.service; do
+    for d in /etc/systemd/system /run/systemd/system /usr/lib/systemd/system /lib/systemd/system; do
+      [ -e "$d/$u" ] && echo "@@UNIT@@ $u $(systemctl is-enabled "$u" 2>&1 | tail -n 1)" && break
+    done
+  done
+  [ -e /etc/sudoers.d/ssm-agent-users ] && echo '@@FILE@@ /etc/sudoers.d/ssm-agent-users'
+  return 0
+}
+bg() { if [ -n "$TMPD" ]; then run "$@" >"$TMPD/$1" & else run "$@"; fi; }
+CMDLINE= TMPD=
+[ "$OFFLINE" = 1 ] || { CMDLINE=$(cat /proc/cmdline); TMPD=$(mktemp -d); }
+bg sudo sudo_all
+bg initramfs initramfs
+run sshd sshd_t
+ROOT_SSHD=$(sshd_t -C user=root,host=localhost,addr=127.0.0.1 2>&1); rc=$?
+printf '@@AMI@@ sshd-root\n%s\n@@RC@@ %s\n' "$ROOT_SSHD" "$rc"
+[ -n "$ADMIN" ] && run sshd-admin sshd_t -C "user=$ADMIN,host=localhost,addr=127.0.0.1"
+run sshd-files files /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*
+run sshd-units grep -rsHn AuthorizedKeysCommand /etc/systemd/system /run/systemd/system /usr/lib/systemd/system
+run root-keys root_keys
+run passwd getent passwd
+run group getent group
+run shadow shadow
+run sudoers-groups grep -sHnE '^[[:space:]]*%' /etc/sudoers /etc/sudoers.d/*
+run cloud-files files /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg /run/cloud-init/cloud.cfg
+run autologin autologin
+[ "$OFFLINE" = 1 ] || run cmdline printf '%s\n' "$CMDLINE"
+run grub-cfg grub_cfg
+run bls bls
+run grub-defaults grub_defaults
+run fstab cat /etc/fstab
+[ "$OFFLINE" = 1 ] || run findmnt findmnt -no SOURCE,UUID,PARTUUID,LABEL /
+run pkexec pkexec_mode
+run polkit files /etc/polkit-1/rules.d/*.rules /usr/share/polkit-1/rules.d/*.rules
+run ssm ssm
+wait
+if [ -n "$TMPD" ]; then cat "$TMPD"/*; rm -rf "$TMPD"; fi
+exit 0
+"""
+
+_SECTION = re.compile(r"^@@AMI@@ (\S+)\n(.*?)\n?@@RC@@ (\d+)$", re.M | re.S)
+
+
+def gather_script(offline: bool, admin_user: str | None) -> str:
+    """The POSIX shell script that prints every fact in delimited sections."""
+    return _SCRIPT.replace("@OFFLINE@", "1" if offline else "0").replace("@ADMIN@", shlex.quote(admin_user or ""))
+
+
+@dataclass(frozen=True)
+class Section:
+    """The output and exit code of one gathering step."""
+
+    text: str
+    rc: int
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.text.splitlines() if line.strip()]
+
+    def blocks(self, marker: str) -> dict[str, list[str]]:
+        """Lines grouped under `@@MARKER@@ name` headers, in order."""
+        grouped: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in self.text.splitlines():
+            if line.startswith(f"@@{marker}@@ "):
+                current = grouped.setdefault(line.split(" ", 1)[1], [])
+            elif current is not None:
+                current.append(line)
+        return grouped
+
+
+def parse_sections(output: str) -> dict[str, Section]:
+    """Split the script's output into named sections."""
+    return {m[1]: Section(m[2], int(m[3])) for m in _SECTION.finditer(output)}
+
+
+@dataclass(frozen=True)
+class SudoList:
+    """What `sudo -l -U USER` says: matching Defaults, the grant lines, or an error."""
+
+    defaults: tuple[str, ...] = ()
+    grants: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def parse_sudo_list(lines: list[str]) -> SudoList:
+    """Parse the output of `sudo -l -U USER` (wrapped lines included)."""
+    if not any("may run the following commands" in line or "is not allowed to run sudo" in line for line in lines):
+        return SudoList(error=next((line.strip() for line in lines if line.strip()), "no output"))
+    defaults: list[str] = []
+    grants: list[str] = []
+    target: list[str] | None = None
+    for line in lines:
+        if line.startswith("Matching Defaults entries"):
+            target = defaults
+        elif line.startswith("User ") and "may run the following commands" in line:
+            target = grants
+        elif not line.strip() or not line[0].isspace():
+            target = None
+        elif target is not None:
+            target.append(line.strip())
+    items = [item.strip() for item in re.split(r"(?<!\\),", " ".join(defaults)) if item.strip()]
+    return SudoList(defaults=tuple(items), grants=tuple(grants))
+
+
+def sshd_settings(text: str) -> dict[str, str]:
+    """`sshd -T` output as keyword -> value (first value of repeated keywords joined by ', ')."""
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and key.islower():
+            settings[key] = f"{settings[key]}, {value}" if key in settings else value
+    return settings
+
+
+def sshd_origin(files: dict[str, list[str]], keyword: str) -> str | None:
+    """The `file:line` whose setting of `keyword` sshd uses (the first one outside Match blocks)."""
+    def walk(path: str, depth: int = 0) -> str | None:
+        for number, raw in enumerate(files.get(path, []), 1):
+            words = raw.split("#", 1)[0].split()
+            if not words:
+                continue
+            word = words[0].lower()
+            if word == "match":
+                return None
+            if word == "include" and depth < 8:
+                for pattern in words[1:]:
+                    pattern = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
+                    for included in sorted(p for p in files if fnmatch.fnmatch(p, pattern)):
+                        found = walk(included, depth + 1)
+                        if found:
+                            return found
+            elif word == keyword.lower():
+                return f"{path}:{number}"
+        return None
+
+    return walk("/etc/ssh/sshd_config")
+
+
+def merge_cloud_files(files: dict[str, str]) -> tuple[dict, dict[tuple[str, ...], str]]:
+    """Merge /etc/cloud/cloud.cfg, cloud.cfg.d/*.cfg (in name order) and /run/cloud-init/cloud.cfg the
+    way cloud-init's fetch_base_config does (later files win, dicts merge recursively, lists are
+    replaced); also return which file set each key path."""
+    merged: dict = {}
+    origin: dict[tuple[str, ...], str] = {}
+
+    def merge(into: dict, data: dict, path: tuple[str, ...], source: str) -> None:
+        for key, value in data.items():
+            here = (*path, str(key))
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value, here, source)
+            else:
+                into[key] = value
+                origin[here] = source
+                for child in [p for p in origin if p[: len(here)] == here and p != here]:
+                    del origin[child]
+
+    def rank(path: str) -> tuple[int, str]:
+        return (0 if path == "/etc/cloud/cloud.cfg" else 2 if path.startswith("/run/") else 1), path
+
+    for path in sorted(files, key=rank):
+        try:
+            data = yaml.safe_load(files[path])
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict):
+            merge(merged, data, (), path)
+    return merged, origin
+
+
+@dataclass(frozen=True)
+class Initramfs:
+    """The initramfs of the kernel that boots, and its paths naming the ambiguity check."""
+
+    image: str | None
+    matches: tuple[str, ...] = ()
+
+
+@dataclass
+class Facts:
+    """Parsed facts of one host; `offline` when judged from a mounted image root."""
+
+    sections: dict[str, Section]
+    offline: bool
+    admin_user: str | None = None
+
+    @classmethod
+    def from_output(cls, output: str, offline: bool, admin_user: str | None) -> Facts:
+        return cls(parse_sections(output), offline, admin_user)
+
+    def section(self, name: str) -> Section:
+        return self.sections.get(name, Section("", 127))
+
+    # --- sshd -------------------------------------------------------------------------------
+    @cached_property
+    def sshd_installed(self) -> bool:
+        return self.section("sshd").rc != 127
+
+    def sshd(self, who: str = "") -> dict[str, str]:
+        """Effective sshd settings: global (`who` empty), or for a connection by user `who`."""
+        name = f"sshd-{who}" if who else "sshd"
+        return sshd_settings(self.section(name).text) if self.section(name).rc == 0 else {}
+
+    def sshd_error(self) -> str | None:
+        section = self.section("sshd")
+        return None if section.rc == 0 else (section.lines[-1] if section.lines else f"exit {section.rc}")
+
+    @cached_property
+    def sshd_files(self) -> dict[str, list[str]]:
+        return self.section("sshd-files").blocks("FILE")
+
+    def sshd_origin(self, keyword: str) -> str | None:
+        return sshd_origin(self.sshd_files, keyword)
+
+    @cached_property
+    def sshd_unit_commands(self) -> list[str]:
+        """Unit-file lines that pass AuthorizedKeysCommand to sshd on its command line."""
+        return [line for line in self.section("sshd-units").lines if "ssh" in line.split(":", 1)[0]]
+
+    # --- accounts ---------------------------------------------------------------------------
+    @cached_property
+    def accounts(self) -> dict[str, dict[str, str]]:
+        found = {}
+        for line in self.section("passwd").lines:
+            parts = line.split(":")
+            if len(parts) >= 7:
+                found[parts[0]] = {"uid": parts[2], "gid": parts[3], "home": parts[5], "shell": parts[6]}
+        return found
+
+    @cached_property
+    def groups(self) -> dict[str, tuple[str, set[str]]]:
+        """Group name -> (gid, members including users whose primary group it is)."""
+        found: dict[str, tuple[str, set[str]]] = {}
+        for line in self.section("group").lines:
+            parts = line.split(":")
+            if len(parts) >= 4:
+                found[parts[0]] = (parts[2], {m for m in parts[3].split(",") if m})
+        for user, info in self.accounts.items():
+            for gid, members in found.values():
+                if gid == info["gid"]:
+                    members.add(user)
+        return found
+
+    @cached_property
+    def password_states(self) -> dict[str, str]:
+        """User -> locked | empty | hash | unusable, from /etc/shadow (hashes never leave the host)."""
+        return dict(line.split(":", 1) for line in self.section("shadow").lines if ":" in line)
+
+    @cached_property
+    def root_keys(self) -> dict[str, list[str]]:
+        return self.section("root-keys").blocks("FILE")
+
+    @cached_property
+    def sudo_installed(self) -> bool:
+        return "@@NOSUDO@@" not in self.section("sudo").text
+
+    @cached_property
+    def sudo(self) -> dict[str, SudoList]:
+        return {user: parse_sudo_list(lines) for user, lines in self.section("sudo").blocks("USER").items()}
+
+    @cached_property
+    def sudoers_group_rules(self) -> dict[str, list[str]]:
+        """Group -> the `file:line: rule` lines of sudoers that grant to `%group`."""
+        rules: dict[str, list[str]] = {}
+        for line in self.section("sudoers-groups").lines:
+            if line.count(":") < 2:
+                continue
+            path, number, rule = line.split(":", 2)
+            group = rule.strip()[1:].split()[0] if rule.strip()[1:].split() else ""
+            rules.setdefault(group, []).append(f"{path}:{number}: {' '.join(rule.split())}")
+        return rules
+
+    # --- cloud-init -------------------------------------------------------------------------
+    @cached_property
+    def cloud_files(self) -> dict[str, str]:
+        return {path: "\n".join(lines) for path, lines in self.section("cloud-files").blocks("FILE").items()}
+
+    @cached_property
+    def _cloud_merge(self) -> tuple[dict, dict[tuple[str, ...], str]]:
+        return merge_cloud_files(self.cloud_files)
+
+    @cached_property
+    def cloud_source(self) -> str | None:
+        """How the configuration was merged; None when cloud-init has no configuration (not installed)."""
+        return "/etc/cloud files merged as cloud-init merges them" if self.cloud_files else None
+
+    @cached_property
+    def cloud(self) -> dict:
+        """cloud-init's system configuration as a new instance reads it (built-in defaults excluded)."""
+        return self._cloud_merge[0]
+
+    def cloud_value(self, *path: str, default=None):
+        node = self.cloud
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return default
+            node = node[key]
+        return node
+
+    def cloud_origin(self, *path: str) -> str:
+        """Where a merged key comes from, for evidence."""
+        origin = self._cloud_merge[1]
+        for depth in range(len(path), 0, -1):
+            if path[:depth] in origin:
+                return f"from {origin[path[:depth]]}"
+        return "set nowhere"
+
+    # --- boot -------------------------------------------------------------------------------
+    @cached_property
+    def autologin_lines(self) -> list[str]:
+        return self.section("autologin").lines
+
+    @cached_property
+    def cmdline(self) -> str | None:
+        """The running kernel's command line (None offline)."""
+        section = self.sections.get("cmdline")
+        return section.text.strip() if section else None
+
+    @cached_property
+    def grub_cfg(self) -> dict[str, list[str]]:
+        """grub.cfg path -> its `N:linux ...` and `N:search ...` lines."""
+        return self.section("grub-cfg").blocks("FILE")
+
+    @cached_property
+    def bls_options(self) -> dict[str, list[str]]:
+        """BLS entry -> its `N:options ...` lines, with $kernelopts expanded from grubenv."""
+        section = self.section("bls")
+        kernelopts = next((line.split("=", 1)[1] for line in section.lines if line.startswith("kernelopts=")), "")
+        entries = section.blocks("FILE")
+        return {path: [line.replace("$kernelopts", kernelopts) for line in lines if re.match(r"\d+:", line)]
+                for path, lines in entries.items()}
+
+    @cached_property
+    def grub_defaults(self) -> dict[str, str]:
+        """/etc/default/grub(+.d) as grub-mkconfig sees it (the files sourced in order)."""
+        values = {}
+        for line in self.section("grub-defaults").lines:
+            if line.startswith("GRUB_") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value
+        return values
+
+    @cached_property
+    def grub_default_lines(self) -> list[str]:
+        return [line[9:] for line in self.section("grub-defaults").lines if line.startswith("@@LINE@@ ")]
+
+    @cached_property
+    def fstab(self) -> list[list[str]]:
+        rows = []
+        for line in self.section("fstab").lines:
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2:
+                rows.append(fields)
+        return rows
+
+    @cached_property
+    def root_mount(self) -> str | None:
+        section = self.sections.get("findmnt")
+        return " ".join(section.text.split()) if section and section.rc == 0 else None
+
+    @cached_property
+    def initramfs(self) -> Initramfs:
+        section = self.section("initramfs")
+        image = next((line[10:] for line in section.lines if line.startswith("@@IMAGE@@ ")), None)
+        if section.rc != 0 or image is None:
+            return Initramfs(None, ())
+        return Initramfs(image, tuple(line for line in section.lines if not line.startswith("@@")))
+
+    # --- sudo side doors ----------------------------------------------------------------------
+    @cached_property
+    def pkexec(self) -> tuple[str, str, str] | None:
+        """(octal mode, owner, path) of pkexec, or None when it is not installed."""
+        lines = self.section("pkexec").lines
+        if not lines:
+            return None
+        mode, owner, path = lines[0].split(" ", 2)
+        return mode, owner, path
+
+    @cached_property
+    def polkit_rules(self) -> dict[str, str]:
+        return {path: "\n".join(lines) for path, lines in self.section("polkit").blocks("FILE").items()}
+
+    @cached_property
+    def ssm_units(self) -> dict[str, str]:
+        units = {}
+        for line in self.section("ssm").lines:
+            if line.startswith("@@UNIT@@ "):
+                _, unit, state = line.split(" ", 2)
+                units[unit] = state
+        return units
+
+    @cached_property
+    def ssm_sudoers(self) -> list[str]:
+        return [line[9:] for line in self.section("ssm").lines if line.startswith("@@FILE@@ ")]
+
+
+def polkit_admin_rule(rules: dict[str, str]) -> tuple[str, list[str]] | None:
+    """The admin rule polkit consults first: (file, identities it names), or None when no file adds one.
+
+    polkit reads /etc/polkit-1/rules.d and /usr/share/polkit-1/rules.d in file-name order (a name
+    in /etc hides the same name in /usr/share) and uses the first admin rule that answers.
+    """
+    by_name: dict[str, str] = {}
+    for path in sorted(rules, key=lambda p: not p.startswith("/etc/")):
+        by_name.setdefault(PurePosixPath(path).name, path)
+    for name in sorted(by_name):
+        text = rules[by_name[name]]
+        if "addAdminRule" in text:
+            body = text.split("addAdminRule", 1)[1]
+            identities = re.findall(r"unix-(?:user|group|netgroup):[\w.@-]+", body.split("polkit.add", 1)[0])
+            return by_name[name], identities
+    return None
