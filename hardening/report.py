@@ -35,13 +35,12 @@ class Document:
         return self.outcomes.get(row["status"], "error")
 
     def statuses(self) -> list[str]:
-        """The statuses present, in the order of `outcomes` then first appearance."""
-        present = {row["status"] for row in self.rows}
-        known = [status for status in self.outcomes if status in present]
-        return known + [status for status in dict.fromkeys(row["status"] for row in self.rows) if status not in known]
+        """Every status of `outcomes`, then any other status present in the rows."""
+        present = dict.fromkeys(row["status"] for row in self.rows)
+        return [*self.outcomes, *(status for status in present if status not in self.outcomes)]
 
     def summary(self) -> dict[str, int]:
-        """Row count per status, plus `total`."""
+        """Row count per status (zeros included), plus `total`."""
         counts = Counter(row["status"] for row in self.rows)
         return {"total": len(self.rows), **{status: counts[status] for status in self.statuses()}}
 
@@ -63,7 +62,7 @@ def render(document: Document, fmt: str) -> str:
 
 def _summary_line(document: Document) -> str:
     summary = document.summary()
-    counts = ", ".join(f"{count} {status}" for status, count in summary.items() if status != "total")
+    counts = ", ".join(f"{count} {status}" for status, count in summary.items() if status != "total" and count)
     return f"{summary['total']} {document.unit}: {counts}"
 
 

@@ -41,6 +41,8 @@ def check_command(
     input or an unreachable target.
 
     Example: ami-harden check ssh://admin@127.0.0.1:2222 --key lab_key --format html --output report.html
+
+    Offline, as root: ami-harden check lab.qcow2 --admin-user admin --format json
     """
     report = run_checks(resolve_target(target, key), profile.value, admin_user, only or None)
     text = render(report.document(), fmt.value)
