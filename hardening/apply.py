@@ -1,0 +1,180 @@
+"""Apply the hardening playbook to a target with ansible-playbook, and read back what it did.
+
+The playbooks ship beside the package (`playbooks/` in the checkout); run from a checkout or an
+editable install (`pip install -e .`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hardening import ssh
+from hardening.catalog import PROFILES, control
+from hardening.errors import HardeningError
+from hardening.target import Target
+
+PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
+PLAYBOOK = PLAYBOOKS / "harden.yml"
+LOCAL = "local"
+SEALED_WARNING = (
+    "the sealed profile leaves nobody with sudo and breaks these AWS Marketplace policy lines: "
+    '"AMIs must allow operating system (OS)-level administration capabilities" and '
+    '"Linux-based AMIs must ... allow only sudo access through a user account"; '
+    "pass --confirm-sealed to build it anyway"
+)
+_RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+                    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)")
+_FATAL = re.compile(r"^fatal: \[(?P<host>[^\]]+)\]: (?P<kind>FAILED|UNREACHABLE)! => (?P<data>.*)$")
+_TASK = re.compile(r"^TASK \[(?P<name>.*)\]")
+
+
+@dataclass
+class ApplyResult:
+    """What one ansible-playbook run did, summed over its hosts (from the PLAY RECAP)."""
+
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    hosts: list[str] = field(default_factory=list)
+    check: bool = False
+    log_path: Path | None = None
+    returncode: int = 0
+
+    def summary(self) -> str:
+        """One line: task counts, mode and where the log is."""
+        mode = " (check mode: nothing changed)" if self.check else ""
+        return (f"tasks ok={self.ok} changed={self.changed} failed={self.failed} "
+                f"unreachable={self.unreachable} skipped={self.skipped}{mode}; log: {self.log_path}")
+
+
+def tags_for(control_ids: Iterable[str]) -> list[str]:
+    """The Ansible tags of these control ids; HardeningError for an unknown id."""
+    return list(dict.fromkeys(control(control_id).tag for control_id in control_ids))
+
+
+def inventory_for(target: Target | str | Path) -> dict | Path:
+    """An inventory for `target`: a Target, "local", or the path of an existing inventory file."""
+    if isinstance(target, Target):
+        return target.ansible_inventory()
+    if str(target) == LOCAL:
+        return {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}}
+    path = Path(target)
+    if not path.is_file():
+        raise HardeningError(f"inventory {path} does not exist (TARGET is ssh://USER@HOST:PORT, local, or a file)")
+    return path
+
+
+def default_log_path() -> Path:
+    """A fresh log file under ~/.cache/ami-harden/logs."""
+    directory = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ami-harden" / "logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"apply-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _preflight(target: Target | str | Path) -> None:
+    """Fail before Ansible starts when the target cannot be reached as given."""
+    if shutil.which("ansible-playbook") is None:
+        raise HardeningError("ansible-playbook is missing; install ansible-core (pip install ansible-core)")
+    if isinstance(target, Target):
+        ssh.connect(target).close()
+    elif str(target) == LOCAL and os.geteuid() != 0 and shutil.which("sudo") is None:
+        raise HardeningError("a local run needs root or sudo")
+
+
+def _failure_message(task: str, host: str, kind: str, data: str, log_path: Path) -> str:
+    """One line for a failed or unreachable task; preflight refusals are shown as they are."""
+    try:
+        message = str(json.loads(data).get("msg", data))
+    except (ValueError, AttributeError):
+        message = data
+    message = " ".join(message.split())
+    if task.startswith("ami_hardening_preflight") and kind == "FAILED":
+        return message
+    what = "unreachable during" if kind == "UNREACHABLE" else "failed in task"
+    return f"{host}: {what} '{task}': {message} (log: {log_path})"
+
+
+def apply(target: Target | str | Path, profile: str = "marketplace", admin_user: str | None = None,
+          skip: Iterable[str] = (), only: Iterable[str] = (), check: bool = False, diff: bool = False,
+          extra_vars: dict | None = None, log_path: Path | None = None, sealed_confirmed: bool = False,
+          progress: Callable[[str], None] | None = None) -> ApplyResult:
+    """Run playbooks/harden.yml against `target`; raise HardeningError when it cannot run or a task fails.
+
+    `skip`/`only` take control ids (ROOT-01 ...); the preflight role always runs. `progress` receives
+    ansible-playbook's output line by line (changed and failed tasks; ok and skipped ones are hidden).
+    """
+    if profile not in PROFILES:
+        raise HardeningError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    if profile == "sealed" and not sealed_confirmed:
+        raise HardeningError(SEALED_WARNING)
+    skip_tags, only_tags = tags_for(skip), tags_for(only)
+    inventory = inventory_for(target)
+    _preflight(target)
+
+    variables = {"ami_hardening_profile": profile, "ami_hardening_sealed_confirmed": sealed_confirmed,
+                 **({"ami_hardening_admin_user": admin_user} if admin_user else {}), **(extra_vars or {})}
+    log_path = Path(log_path) if log_path else default_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ami-harden-apply-") as work:
+        if isinstance(inventory, dict):
+            inventory_file = Path(work) / "inventory.yml"
+            inventory_file.write_text(yaml.safe_dump(inventory))
+        else:
+            inventory_file = inventory
+        vars_file = Path(work) / "vars.json"
+        vars_file.write_text(json.dumps(variables))
+        command = ["ansible-playbook", "-i", str(inventory_file), "-e", f"@{vars_file}", str(PLAYBOOK)]
+        command += ["--check"] * check + ["--diff"] * diff
+        command += [f"--tags={','.join(only_tags)}"] * bool(only_tags)
+        command += [f"--skip-tags={','.join(skip_tags)}"] * bool(skip_tags)
+        return _run(command, log_path, check, progress)
+
+
+def _run(command: list[str], log_path: Path, check: bool,
+         progress: Callable[[str], None] | None) -> ApplyResult:
+    """Run ansible-playbook, tee its output to the log, and parse the recap and failures."""
+    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+           "ANSIBLE_DISPLAY_OK_HOSTS": "False", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+           "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True"}
+    result = ApplyResult(check=check, log_path=log_path)
+    failures: list[str] = []
+    task = ""
+    with log_path.open("w") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=env, cwd=PLAYBOOKS)
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip("\n")
+            log.write(raw)
+            log.flush()
+            if progress and line.strip():
+                progress(line)
+            if match := _TASK.match(line):
+                task = match["name"]
+            elif match := _FATAL.match(line):
+                failures.append(_failure_message(task, match["host"], match["kind"], match["data"], log_path))
+            elif match := _RECAP.match(line):
+                result.hosts.append(match["host"])
+                for name in ("ok", "changed", "unreachable", "failed", "skipped"):
+                    setattr(result, name, getattr(result, name) + int(match[name]))
+        result.returncode = process.wait()
+    if failures:
+        raise HardeningError(failures[0])
+    if result.returncode != 0:
+        raise HardeningError(f"ansible-playbook exited with {result.returncode}; see {log_path}")
+    return result

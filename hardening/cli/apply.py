@@ -1,0 +1,75 @@
+"""`ami-harden apply`: run the hardening playbook against a build instance."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from hardening.apply import LOCAL, apply
+from hardening.target import Target
+
+
+class Profile(str, Enum):
+    marketplace = "marketplace"
+    sealed = "sealed"
+
+
+def _target(spec: str, key: Path | None) -> Target | str | Path:
+    """TARGET as a Target (ssh://...), "local", or an inventory file path."""
+    if spec == LOCAL:
+        return LOCAL
+    if "://" not in spec and Path(spec).is_file():
+        return Path(spec)
+    return Target.parse(spec, key=key)
+
+
+def _default_admin(target: Target | str | Path) -> str | None:
+    """The admin user when none is given: the SSH user, or the user who ran sudo for a local run."""
+    if isinstance(target, Target):
+        return target.user
+    if target == LOCAL:
+        return os.environ.get("SUDO_USER")
+    return None
+
+
+SHOWN = ("TASK [", "RUNNING HANDLER [", "changed:", "fatal:", "failed:", "PLAY RECAP", "[ERROR]", "ERROR!")
+
+
+def _show(line: str) -> None:
+    """Print the lines worth a person's attention while the play runs."""
+    if line.startswith(SHOWN):
+        typer.echo(line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `apply` to the CLI."""
+
+    @app.command("apply")
+    def apply_command(
+        target: str = typer.Argument(..., help="ssh://USER@HOST:PORT, local, or an Ansible inventory file."),
+        key: Path = typer.Option(None, "--key", help="SSH private key for an ssh:// target."),
+        profile: Profile = typer.Option(Profile.marketplace, help="marketplace: one key-based admin keeps "
+                                        "sudo (AWS policy); sealed: nobody keeps sudo (breaks the policy)."),
+        admin_user: str = typer.Option(None, "--admin-user", help="Account that keeps sudo (marketplace); "
+                                       "default: the SSH user, or $SUDO_USER for local."),
+        skip: list[str] = typer.Option([], "--skip", help="Control id to leave alone (repeatable)."),
+        only: list[str] = typer.Option([], "--only", help="Apply only this control id (repeatable)."),
+        check: bool = typer.Option(False, "--check", help="Show what would change; change nothing."),
+        diff: bool = typer.Option(False, "--diff", help="Show file differences."),
+        confirm_sealed: bool = typer.Option(False, "--confirm-sealed",
+                                            help="Required for --profile sealed."),
+        log: Path = typer.Option(None, "--log", help="Write ansible-playbook's output here "
+                                 "(default: ~/.cache/ami-harden/logs/apply-*.log)."),
+    ) -> None:
+        """Harden TARGET against root login, sudo, user-data and label-based boot.
+
+        Example: ami-harden apply ssh://admin@127.0.0.1:2222 --key ~/.ssh/build --skip ROOT-07 --check
+        """
+        parsed = _target(target, key)
+        result = apply(parsed, profile=profile.value, admin_user=admin_user or _default_admin(parsed),
+                       skip=skip, only=only, check=check, diff=diff, log_path=log,
+                       sealed_confirmed=confirm_sealed, progress=_show)
+        typer.echo(f"ami-harden: applied {profile.value} to {target}: {result.summary()}")
