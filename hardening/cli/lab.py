@@ -24,7 +24,7 @@ class Format(str, Enum):
     json = "json"
 
 
-lab = typer.Typer(help="Build and boot the vulnerable lab image (a local stand-in for an old AMI).",
+lab = typer.Typer(rich_markup_mode="markdown", help="Build and boot the vulnerable lab image (a local stand-in for an old AMI).",
                   no_args_is_help=True)
 
 
