@@ -4,7 +4,7 @@ The same script runs live (over SSH, as root through sudo) and offline (`chroot`
 image root, as root). Offline there is no running kernel or sshd: `sshd -T` runs in a private
 mount namespace with a throw-away host key on a tmpfs /run, and the boot checks judge the boot
 configuration instead of /proc/cmdline. cloud-init's configuration is merged here from the raw
-files, as a new instance's cloud-init will read them (importing cloud-init on the host takes seconds).
+files, as a new instance's cloud-init will read them (importing cloud-init on a TCG guest takes seconds).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ root_keys() {
   done
   return 0
 }
-sudo_all() {
+sudo_list() {
   if [ -z "$(command -v sudo)" ]; then echo '@@NOSUDO@@'; return 0; fi
-  for u in $(getent passwd | cut -d: -f1); do
+  for u in $(getent passwd | awk -F: -v half="$1" 'NR % 2 == half { print $1 }'); do
     printf '@@USER@@ %s\n' "$u"
     RES_OPTIONS='timeout:1 attempts:1' sudo -l -U "$u" 2>&1 | grep -v 'unable to resolve host'
   done
@@ -134,7 +134,8 @@ ssm() {
 bg() { if [ -n "$TMPD" ]; then run "$@" >"$TMPD/$1" & else run "$@"; fi; }
 CMDLINE= TMPD=
 [ "$OFFLINE" = 1 ] || { CMDLINE=$(cat /proc/cmdline); TMPD=$(mktemp -d); }
-bg sudo sudo_all
+bg sudo-0 sudo_list 0
+bg sudo-1 sudo_list 1
 bg initramfs initramfs
 run sshd sshd_t
 ROOT_SSHD=$(sshd_t -C user=root,host=localhost,addr=127.0.0.1 2>&1); rc=$?
@@ -377,11 +378,13 @@ class Facts:
 
     @cached_property
     def sudo_installed(self) -> bool:
-        return "@@NOSUDO@@" not in self.section("sudo").text
+        return "@@NOSUDO@@" not in self.section("sudo-0").text
 
     @cached_property
     def sudo(self) -> dict[str, SudoList]:
-        return {user: parse_sudo_list(lines) for user, lines in self.section("sudo").blocks("USER").items()}
+        """`sudo -l -U` of every account (listed in two halves that run side by side)."""
+        blocks = {**self.section("sudo-0").blocks("USER"), **self.section("sudo-1").blocks("USER")}
+        return {user: parse_sudo_list(lines) for user, lines in blocks.items()}
 
     @cached_property
     def sudoers_group_rules(self) -> dict[str, list[str]]:
