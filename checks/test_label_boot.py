@@ -66,7 +66,7 @@ def test_initramfs_refuses_ambiguous_root(facts, evidence):
 
 @pytest.mark.control("LABEL-04")
 def test_grub_finds_boot_by_position(facts, evidence):
-    searches = [f"{path}:{line.strip()}" for path, lines in facts.grub_cfg.items() for line in lines
+    searches = [f"{path}:{' '.join(line.split())}" for path, lines in facts.grub_cfg.items() for line in lines
                 if line.partition(":")[2].split()[:1] and line.partition(":")[2].split()[0].startswith("search")]
     disable_uuid = facts.grub_defaults.get("GRUB_DISABLE_UUID") or "unset"
     if not facts.grub_cfg:

@@ -85,9 +85,11 @@ def test_cloud_init_disables_root(facts, evidence):
     if facts.cloud_source is None:
         evidence("cloud-init is not installed")
         return
-    value = facts.cloud_value("disable_root", default=True)
-    message = evidence(f"merged cloud-init config: disable_root {value!r} "
-                       f"({facts.cloud_origin('disable_root')})")
+    value = facts.cloud_value("disable_root")
+    shown = ("absent (cloud-init default: true)" if value is None
+             else f"{value!r} ({facts.cloud_origin('disable_root')})")
+    message = evidence(f"merged cloud-init config: disable_root {shown}")
+    value = True if value is None else value
     assert value is True or str(value).lower() in ("true", "1", "on", "yes"), message
 
 

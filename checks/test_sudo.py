@@ -24,7 +24,8 @@ def test_only_admin_has_sudo(facts, profile, admin_user, offline, evidence):
     granted = {user: listing.grants for user, listing in facts.sudo.items() if listing.grants and user != "root"}
     allowed = {admin_user} if admin_user else set()
     problems = [f"sudo -l -U {user}: {error}" for user, error in broken.items()]
-    problems += [f"{user} may run {grants[0]}" for user, grants in sorted(granted.items()) if user not in allowed]
+    problems += [f"{user} may run {', '.join(grants)}"
+                 for user, grants in sorted(granted.items()) if user not in allowed]
     notes = []
     if admin_user and admin_user not in granted:
         missing = (f"{admin_user} has no sudo grant" if admin_user in facts.accounts
@@ -34,7 +35,7 @@ def test_only_admin_has_sudo(facts, profile, admin_user, offline, evidence):
         else:
             problems.append(f"{missing}: marketplace needs the admin to administer through sudo")
     elif admin_user:
-        notes.append(f"{admin_user} may run {granted[admin_user][0]}")
+        notes.append(f"{admin_user} may run {', '.join(granted[admin_user])}")
     holders = ", ".join(sorted(granted)) or "nobody"
     message = evidence("; ".join(problems) if problems else
                        f"sudo -l -U for {len(facts.sudo)} accounts: grants for {holders} (root aside)"

@@ -34,9 +34,9 @@ def test_userdata_not_allowed(facts, evidence):
         return
     value = facts.cloud_value("allow_userdata")
     allowed = True if value is None else bool(value) and (value is True or str(value).lower().strip() in _TRUE)
-    shown = "absent (cloud-init default: true)" if value is None else repr(value)
-    message = evidence(f"merged cloud-init config: allow_userdata {shown} "
-                       f"({facts.cloud_origin('allow_userdata')})")
+    shown = ("absent (cloud-init default: true)" if value is None
+             else f"{value!r} ({facts.cloud_origin('allow_userdata')})")
+    message = evidence(f"merged cloud-init config: allow_userdata {shown}")
     assert not allowed, message
 
 
@@ -77,9 +77,9 @@ def test_ssh_pwauth_false(facts, evidence):
         return
     value = facts.cloud_value("ssh_pwauth")
     off = value is False or (value is not None and str(value).lower().strip() in _FALSE)
-    shown = "absent (cloud-init leaves sshd's password setting alone)" if value is None else repr(value)
-    message = evidence(f"merged cloud-init config: ssh_pwauth {shown} "
-                       f"({facts.cloud_origin('ssh_pwauth')})")
+    shown = ("absent (cloud-init leaves sshd's password setting alone)" if value is None
+             else f"{value!r} ({facts.cloud_origin('ssh_pwauth')})")
+    message = evidence(f"merged cloud-init config: ssh_pwauth {shown}")
     assert off, message
 
 
