@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from hardening import ssh
-from hardening.catalog import PROFILES, control
+from hardening.catalog import PROFILES, control, controls
 from hardening.errors import HardeningError
 from hardening.target import Target
 
@@ -60,9 +60,16 @@ class ApplyResult:
                 f"unreachable={self.unreachable} skipped={self.skipped}{mode}; log: {self.log_path}")
 
 
-def tags_for(control_ids: Iterable[str]) -> list[str]:
-    """The Ansible tags of these control ids; HardeningError for an unknown id."""
-    return list(dict.fromkeys(control(control_id).tag for control_id in control_ids))
+def selection(skip: Iterable[str] = (), only: Iterable[str] = ()) -> tuple[list[str], dict[str, bool]]:
+    """Tags to run and switches to turn off for `skip`/`only` control ids; HardeningError for an unknown id.
+
+    A skipped control is switched off through its variable rather than --skip-tags: tasks shared by
+    several controls (reading grub.cfg, regenerating it) carry all their tags and must still run.
+    """
+    skipped = [control(control_id) for control_id in skip]
+    chosen = [control(control_id) for control_id in only]
+    off = skipped + ([item for item in controls() if item not in chosen] if chosen else [])
+    return list(dict.fromkeys(item.tag for item in chosen)), {item.variable: False for item in off}
 
 
 def inventory_for(target: Target | str | Path) -> dict | Path:
@@ -120,12 +127,13 @@ def apply(target: Target | str | Path, profile: str = "marketplace", admin_user:
         raise HardeningError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError(SEALED_WARNING)
-    skip_tags, only_tags = tags_for(skip), tags_for(only)
+    tags, switched_off = selection(skip, only)
     inventory = inventory_for(target)
     _preflight(target)
 
     variables = {"ami_hardening_profile": profile, "ami_hardening_sealed_confirmed": sealed_confirmed,
-                 **({"ami_hardening_admin_user": admin_user} if admin_user else {}), **(extra_vars or {})}
+                 **({"ami_hardening_admin_user": admin_user} if admin_user else {}), **switched_off,
+                 **(extra_vars or {})}
     log_path = Path(log_path) if log_path else default_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ami-harden-apply-") as work:
@@ -138,8 +146,7 @@ def apply(target: Target | str | Path, profile: str = "marketplace", admin_user:
         vars_file.write_text(json.dumps(variables))
         command = ["ansible-playbook", "-i", str(inventory_file), "-e", f"@{vars_file}", str(PLAYBOOK)]
         command += ["--check"] * check + ["--diff"] * diff
-        command += [f"--tags={','.join(only_tags)}"] * bool(only_tags)
-        command += [f"--skip-tags={','.join(skip_tags)}"] * bool(skip_tags)
+        command += [f"--tags={','.join(tags)}"] * bool(tags)
         return _run(command, log_path, check, progress)
 
 

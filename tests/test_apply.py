@@ -1,0 +1,134 @@
+"""`ami-harden apply` against a real lab instance: check mode, apply, re-apply, reboot; bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from hardening.apply import apply, selection
+from hardening.catalog import control
+from hardening.lab.vm import boot_instance, free_port
+
+SNAPSHOT = (
+    "sudo -n sh -c 'sha256sum /etc/sudoers /etc/ssh/sshd_config /etc/fstab /etc/default/grub /boot/grub/grub.cfg "
+    "/etc/shadow /root/.ssh/authorized_keys /boot/initrd.img-$(uname -r) 2>&1; "
+    "ls -la --time-style=full-iso /etc/sudoers.d /etc/ssh/sshd_config.d /etc/cloud/cloud.cfg.d /etc/default/grub.d "
+    "/etc/initramfs-tools/scripts/local-premount 2>&1'"
+)
+GRANTS = ("for u in $(getent passwd | cut -d: -f1); do sudo -n -l -U $u 2>/dev/null | grep -q 'may run' "
+          "&& echo \"$u: $(sudo -n -l -U $u | sed -n '/may run/,$p' | tail -n +2 | xargs)\"; done")
+MERGED = ("sudo -n cloud-init query merged_cfg | python3 -c 'import json,sys; c=json.load(sys.stdin); "
+          "print(json.dumps({k: c.get(k) for k in (\"allow_userdata\", \"disable_root\", \"ssh_pwauth\", "
+          "\"vendor_data\", \"vendor_data2\", \"cloud_final_modules\")}))'")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ami-harden", "apply", *args], capture_output=True, text=True, timeout=900, check=False)
+
+
+def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ami-harden: error: "), run.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_skip_switches_a_control_off_and_only_selects_its_tags():
+    tags, off = selection(skip=["label-03"])
+    assert tags == [] and off == {"ami_hardening_label_boot_initramfs_guard_enabled": False}
+    tags, off = selection(only=["ROOT-01", "SUDO-01"])
+    assert tags == ["root_01", "sudo_01"]
+    assert len(off) == 19 and not any(off.values())
+    assert control("ROOT-01").variable not in off and control("SUDO-01").variable not in off
+
+
+def test_unknown_control_id_is_refused(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("not a key")
+    run = cli(f"ssh://admin@127.0.0.1:{free_port()}", "--key", str(key), "--skip", "ROOT-99")
+    assert_one_line_error(run, "unknown control id 'ROOT-99'; see `ami-harden controls`")
+
+
+def test_sealed_needs_confirmation():
+    run = cli("local", "--profile", "sealed", "--admin-user", "admin")
+    assert_one_line_error(run, "breaks these AWS Marketplace policy lines")
+    assert "allow only sudo access through a user account" in run.stderr
+    assert "--confirm-sealed" in run.stderr
+
+
+def test_unreachable_port_is_refused(tmp_path):
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert_one_line_error(cli(f"ssh://admin@127.0.0.1:{free_port()}", "--key", str(key)), "host unreachable")
+
+
+def test_missing_key_and_bad_target_are_refused(tmp_path):
+    assert_one_line_error(cli("ssh://admin@127.0.0.1:22", "--key", str(tmp_path / "nope")), "does not exist")
+    assert_one_line_error(cli("ssh://admin@@x:y"), "is not of the form ssh://USER@HOST:PORT")
+
+
+@pytest.fixture(scope="module")
+def instance(lab_image):
+    with boot_instance(lab_image) as vm:
+        vm.wait_for_cloud_init()
+        yield vm
+
+
+def run_ok(vm, command: str) -> str:
+    rc, out, err = vm.run(command, timeout=300)
+    assert rc == 0, out + err
+    return out
+
+
+@pytest.mark.vm
+def test_wrong_key_is_refused(instance, tmp_path):
+    key = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert_one_line_error(cli(instance.target.url, "--key", str(key)), "SSH login refused for 'admin'")
+
+
+@pytest.mark.vm
+def test_check_mode_changes_nothing_on_a_fresh_instance(instance):
+    before = run_ok(instance, SNAPSHOT)
+    result = apply(instance.target, check=True, progress=print)
+    assert result.failed == 0 and result.unreachable == 0
+    assert result.changed > 0, "a fresh lab instance has everything left to harden"
+    assert run_ok(instance, SNAPSHOT) == before
+
+
+@pytest.mark.vm
+def test_marketplace_apply_then_reapply_changes_nothing(instance):
+    first = apply(instance.target, progress=print)
+    assert first.failed == 0 and first.changed > 0
+    grants = run_ok(instance, GRANTS).strip().splitlines()
+    assert grants == ["root: (ALL : ALL) ALL", "admin: (ALL) NOPASSWD: ALL"]
+    sshd = run_ok(instance, "sudo -n sshd -T -C user=root,host=x,addr=192.0.2.1").splitlines()
+    for line in ("permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no",
+                 "permitemptypasswords no", "authorizedkeyscommand none"):
+        assert line in sshd
+    assert "root=UUID=" in run_ok(instance, "sudo -n grep -m1 'linux\\s' /boot/grub/grub.cfg")
+    assert run_ok(instance, "findmnt --fstab -no SOURCE /").startswith("UUID=")
+    second = apply(instance.target, progress=print)
+    assert second.failed == 0
+    assert second.changed == 0, f"second run changed {second.changed} tasks; see {second.log_path}"
+
+
+@pytest.mark.vm
+def test_hardened_instance_reboots_by_uuid(instance):
+    run_ok(instance, "sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'")
+    instance.close_ssh()
+    time.sleep(20)
+    instance.wait_for_ssh()
+    cmdline = run_ok(instance, "cat /proc/cmdline")
+    uuid = run_ok(instance, "findmnt -no UUID /").strip()
+    assert f"root=UUID={uuid}" in cmdline
+    run_ok(instance, "sudo -n cloud-init status --wait")
+    merged = json.loads(run_ok(instance, MERGED))
+    assert merged["allow_userdata"] is False and merged["disable_root"] is True and merged["ssh_pwauth"] is False
+    assert merged["vendor_data"] == {"enabled": False} and merged["vendor_data2"] == {"enabled": False}
+    assert not {"scripts_user", "scripts-user", "runcmd"} & {str(m) for m in merged["cloud_final_modules"]}
+    assert run_ok(instance, "sudo -n lsinitramfs /boot/initrd.img-$(uname -r) | grep -c ami-root-unique").strip() != "0"
