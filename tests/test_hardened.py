@@ -38,7 +38,7 @@ def test_marketplace_closes_every_vector_on_a_new_instance(hardened_image, no_or
 
 
 def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
-    verdicts = attack(hardened_image("debian", "sealed"), "--profile", "sealed")
+    verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed")
     assert_all_closed(verdicts)
     assert "admin: sudo -n refused" in verdicts["sudo"]["evidence"]
 
