@@ -75,6 +75,19 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, expected):
     assert result.stdout == ""
 
 
+@needs_root
+def test_every_control_gets_a_verdict_and_evidence():
+    """The whole path (pytest, collector, report) on this machine's own root, read through chroot."""
+    from hardening.check import run_checks
+
+    report = run_checks("/", profile="sealed")
+    assert [result.control for result in report.results] == [control.id for control in catalog.controls()]
+    assert all(result.status in ("pass", "fail", "skipped") and result.evidence for result in report.results)
+    assert report.os != "unknown" and report.checked_at.endswith("Z")
+    only = run_checks("/", profile="sealed", controls=["label-02", "ROOT-03"])
+    assert [result.control for result in only.results] == ["ROOT-03", "LABEL-02"]
+
+
 @pytest.mark.vm
 @needs_root
 def test_offline_check_of_the_lab_image(lab_image):
@@ -157,3 +170,16 @@ def test_live_check_of_a_lab_instance(lab_image, tmp_path):
         refused = check(target, "--key", str(other_key), timeout=120)
         assert refused.returncode == 2 and "SSH login refused" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.vm
+@needs_root
+@pytest.mark.parametrize("profile", ["marketplace", "sealed"])
+def test_hardened_image_passes_every_control(hardened_image, profile):
+    image = hardened_image("traps", profile)
+    args = ["--admin-user", "admin"] if profile == "marketplace" else []
+    result = check(str(image), "--profile", profile, "--format", "json", *args)
+    found = verdicts(result)
+    failing = {control: row["evidence"] for control, row in found.items() if row["status"] not in ("pass", "skipped")}
+    assert not failing, failing
+    assert result.returncode == 0
