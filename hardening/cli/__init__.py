@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Each module below adds its commands to `app` through a `register(app)` function.
-COMMAND_MODULES = ("lab", "attack", "apply", "controls", "check")
+COMMAND_MODULES = ("lab", "attack", "apply", "controls", "check", "build")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"hardening.cli.{_name}").register(app)

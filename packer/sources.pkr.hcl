@@ -1,0 +1,92 @@
+# Two sources for one set of provisioning steps (build.pkr.hcl): the AMI itself, and a
+# local QEMU twin that runs the same steps on a disk image.
+
+source "amazon-ebs" "hardened" {
+  region        = var.region
+  instance_type = var.instance_type
+  subnet_id     = var.subnet_id
+
+  source_ami_filter {
+    filters = {
+      name                = local.preset.name[var.architecture]
+      architecture        = var.architecture
+      root-device-type    = "ebs"
+      virtualization-type = "hvm"
+    }
+    owners      = [local.preset.owner]
+    most_recent = true
+  }
+
+  ssh_username = local.admin_user
+
+  ami_name        = "${var.ami_name_prefix}-${var.base_os}-${var.profile}-${local.timestamp}"
+  ami_description = "${var.base_os} hardened by ami-hardening (profile ${var.profile})"
+  ami_users       = var.ami_users
+  ami_org_arns    = var.ami_org_arns
+
+  # AWS Marketplace rejects encrypted snapshots: no encryption and no KMS key here. An
+  # account with EBS encryption by default turned on still encrypts them; turn it off
+  # in the build region.
+  encrypt_boot = false
+
+  # Instances launched from the AMI require IMDSv2; so does the build instance.
+  imds_support = "v2.0"
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  run_tags = {
+    Name = "ami-hardening build (${var.base_os}, ${var.profile})"
+  }
+  tags = merge({
+    Name                  = "${var.ami_name_prefix}-${var.base_os}-${var.profile}"
+    ami-hardening-base    = var.base_os
+    ami-hardening-profile = var.profile
+  }, var.tags)
+  snapshot_tags = merge({
+    ami-hardening-base    = var.base_os
+    ami-hardening-profile = var.profile
+  }, var.tags)
+}
+
+source "qemu" "hardened" {
+  iso_url      = var.base_image
+  iso_checksum = "none"
+  disk_image   = true
+
+  # A self-contained qcow2 the size of the base image: no backing file, no resize.
+  use_backing_file = false
+  skip_resize_disk = true
+  skip_compaction  = true
+  format           = "qcow2"
+  output_directory = var.output_directory
+  vm_name          = var.image_name
+
+  # Cloud kernels lack e1000 and AHCI: virtio disk and NIC on the i440fx machine, where
+  # the NoCloud seed CD sits on IDE.
+  accelerator    = var.accelerator
+  machine_type   = "pc"
+  disk_interface = "virtio"
+  net_device     = "virtio-net"
+  headless       = true
+  qemuargs = [
+    ["-smp", "2"],
+    ["-m", "1024M"],
+    ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+    ["-device", "virtio-net,netdev=user.0"],
+  ]
+  cd_files = var.seed_files
+  cd_label = "cidata"
+
+  communicator         = "ssh"
+  ssh_username         = local.admin_user
+  ssh_private_key_file = var.ssh_private_key_file
+  ssh_timeout          = "10m"
+  boot_wait            = "1s"
+
+  # Needs no sudo: the seal left a watcher that powers off when this file appears.
+  shutdown_command = "touch ${local.poweroff_trigger}"
+  shutdown_timeout = "5m"
+}
