@@ -53,5 +53,6 @@ locals {
     "ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes",
     "ANSIBLE_NOCOLOR=True",
     "ANSIBLE_PYTHON_INTERPRETER=auto_silent",
+    "ANSIBLE_TIMEOUT=60",
   ]
 }

@@ -1,0 +1,188 @@
+"""The Packer template with the installed Packer, and the local QEMU build of the lab image end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from hardening import packer
+from hardening.errors import HardeningError
+from hardening.lab.vm import boot_instance
+
+# Arguments of the amazon-ebs source that only the amazon plugin (>= 1.2.2) knows: Packer 1.6's
+# built-in builder rejects exactly these and nothing else.
+NEWER_THAN_PACKER_1_6 = {"imds_support", "ami_org_arns", "metadata_options"}
+POWEROFF_TRIGGER = "/dev/shm/ami-hardening-poweroff"  # local.poweroff_trigger in packer/locals.pkr.hcl
+
+
+def run_packer(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
+    return subprocess.run(["packer", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
+                          check=False)
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hardening.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def version():
+    return packer.packer_version()
+
+
+@pytest.fixture
+def staged(tmp_path, version):
+    """The template as the local build stages it for the installed Packer."""
+    return packer.stage_template(tmp_path / "template", version)
+
+
+@pytest.fixture
+def qemu_vars(tmp_path):
+    """-var arguments for validating the qemu source against files that exist."""
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    key, public = packer.make_build_key(tmp_path)
+    seed = packer.make_seed(tmp_path / "seed", public)
+    values = {"base_image": str(base), "ssh_private_key_file": str(key), "seed_files": [str(p) for p in seed],
+              "output_directory": str(tmp_path / "out"), "playbook_dir": str(packer.PLAYBOOK_DIR)}
+    return [arg for name, value in values.items()
+            for arg in ("-var", f"{name}={value if isinstance(value, str) else json.dumps(value)}")]
+
+
+def test_template_is_formatted(version):
+    recursive = ["-recursive"] if version >= (1, 7) else []
+    result = run_packer("fmt", "-check", *recursive, str(packer.TEMPLATE_DIR), cwd=packer.REPO)
+    assert result.returncode == 0, f"files packer fmt would rewrite:\n{result.stdout}{result.stderr}"
+
+
+def test_staging_leaves_out_the_plugin_block_only_for_packer_1_6(tmp_path):
+    old = {p.name for p in packer.stage_template(tmp_path / "old", (1, 6, 6)).iterdir()}
+    new = {p.name for p in packer.stage_template(tmp_path / "new", (1, 11, 2)).iterdir()}
+    assert packer.PLUGINS_FILE not in old
+    assert new == old | {packer.PLUGINS_FILE}
+    assert {"build.pkr.hcl", "sources.pkr.hcl", "variables.pkr.hcl", "scripts"} <= old
+
+
+def test_qemu_source_validates(staged, qemu_vars, tmp_path):
+    result = run_packer("validate", "-only=qemu.hardened", *qemu_vars, str(staged), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("base_os", ["debian-12", "ubuntu-22.04", "ubuntu-24.04", "al2023"])
+def test_amazon_source_validates_offline(staged, tmp_path, version, base_os):
+    """No AWS credentials are needed; Packer 1.6 must reject nothing but the newer plugin's arguments."""
+    args = ["validate", "-only=amazon-ebs.hardened", "-var", f"base_os={base_os}", "-var", "region=eu-west-1",
+            "-var", 'ami_users=["123456789012"]', "-var", 'tags={"Product":"test"}', str(staged)]
+    result = run_packer(*args, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    if version >= (1, 7):
+        assert result.returncode == 0, output
+        return
+    rejected = set(re.findall(r'(?:argument named|Blocks of type) "(\w+)"', output))
+    errors = output.count("Error:")
+    assert rejected == NEWER_THAN_PACKER_1_6 and errors == len(NEWER_THAN_PACKER_1_6), output
+
+
+def test_unknown_profile_is_refused_by_the_template(staged, qemu_vars, tmp_path):
+    result = run_packer("validate", "-only=qemu.hardened", *qemu_vars, "-var", "profile=open", str(staged),
+                        cwd=tmp_path)
+    assert result.returncode != 0
+    assert "The profile must be" in result.stdout + result.stderr
+
+
+def test_verification_failure_names_the_failing_controls():
+    lines = ["    qemu.hardened: SUDO-01   PASS    sudo        effective sudo grants ...",
+             "    qemu.hardened: SUDO-03   FAIL    sudo        cloud-init writes no sudo rule ...",
+             "    qemu.hardened: LABEL-01  ERROR   label-boot  the kernel command line ...",
+             "==> qemu.hardened: ami-hardening: VERIFICATION FAILED (ami-harden check exit 1): ..."]
+    failed = packer.failure_reason(lines)
+    assert failed.controls == ["LABEL-01", "SUDO-03"]
+    assert failed.reason == "verification failed: LABEL-01, SUDO-03"
+
+
+def test_missing_base_image_is_one_clear_line(tmp_path):
+    result = run_cli("build", "local", "--base", str(tmp_path / "none.qcow2"), "--output", str(tmp_path))
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"ami-harden: error: disk image {tmp_path / 'none.qcow2'} does not exist"]
+
+
+def test_build_refuses_an_unknown_profile(tmp_path):
+    with pytest.raises(HardeningError, match="profile must be one of"):
+        packer.build_local(tmp_path / "base.qcow2", tmp_path, profile="open")
+
+
+@pytest.fixture(scope="module")
+def local_build(lab_image, tmp_path_factory):
+    """The lab image hardened, verified and sealed by the template's qemu source (one build per module)."""
+    return packer.build_local(lab_image, tmp_path_factory.mktemp("packer-build"), profile="marketplace",
+                              admin_user="admin", log=lambda line: None)
+
+
+@pytest.mark.vm
+def test_local_build_produces_a_sealed_hardened_image(local_build, no_orphan_qemu):
+    image = local_build.image
+    assert image.is_file() and image.name.endswith("-hardened-marketplace.qcow2")
+    assert not list(image.parent.glob(".ami-harden-build-*")), "the build's work directory was left behind"
+    assert packer.seal_leftovers(image, local_build.build_public_key) == []
+
+
+@pytest.mark.vm
+def test_local_build_passes_the_offline_check(local_build):
+    result = run_cli("check", str(local_build.image), "--profile", "marketplace", "--admin-user", "admin",
+                     "--format", "json", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert {row["status"] for row in json.loads(result.stdout)["results"]} <= {"pass", "skip"}
+
+
+@pytest.mark.vm
+def test_attack_probe_finds_every_vector_closed_on_the_built_image(local_build, no_orphan_qemu):
+    result = run_cli("attack", str(local_build.image), "--profile", "marketplace", "--admin-user", "admin",
+                     "--format", "json", timeout=1800)
+    report = json.loads(result.stdout)
+    statuses = {item["vector"]: item["status"] for item in report["vectors"]}
+    assert result.returncode == 0 and set(statuses.values()) == {"CLOSED"}, statuses
+
+
+@pytest.mark.vm
+def test_build_without_the_sudo_role_fails_at_verification(lab_image, tmp_path, no_orphan_qemu):
+    lines: list[str] = []
+    with pytest.raises(packer.BuildFailed) as failed:
+        packer.build_local(lab_image, tmp_path, ansible_args=["--skip-tags", "sudo"], log=lines.append)
+    assert failed.value.reason.startswith("verification failed: ")
+    assert failed.value.controls and all(c.startswith("SUDO-") for c in failed.value.controls), failed.value
+    assert any("VERIFICATION FAILED" in line for line in lines)
+    assert not any("PLAY [Seal the instance" in line for line in lines), "the seal ran after a failed verification"
+    assert not list(tmp_path.glob("*.qcow2")) and not list(tmp_path.glob(".ami-harden-build-*"))
+
+
+@pytest.mark.vm
+def test_seal_under_the_sealed_profile_leaves_no_sudo_and_no_access(lab_image, tmp_path, no_orphan_qemu):
+    """seal.yml alone on the vulnerable lab instance: the admin's grants (cloud-init rule, sudo group) go last."""
+    with boot_instance(lab_image, workdir=tmp_path / "vm") as vm:
+        vm.wait_for_cloud_init()
+        inventory = tmp_path / "inventory.json"
+        inventory.write_text(json.dumps(vm.target.ansible_inventory()))
+        extra = {"ami_hardening_profile": "sealed", "ami_hardening_admin_user": "admin",
+                 "ami_hardening_seal_poweroff_trigger": POWEROFF_TRIGGER}
+        env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1", ANSIBLE_PIPELINING="True",
+                   ANSIBLE_TIMEOUT="60", ANSIBLE_PYTHON_INTERPRETER="auto_silent")
+        result = subprocess.run(["ansible-playbook", "-i", str(inventory), "-e", json.dumps(extra),
+                                 str(packer.PLAYBOOK_DIR / "seal.yml")], capture_output=True, text=True,
+                                env=env, timeout=900, check=False)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+        _, out, _ = vm.run("sudo -n true; echo sudo=$?", timeout=30)
+        assert "sudo=1" in out, out
+        vm.run(f"touch {POWEROFF_TRIGGER}", timeout=30)
+        assert vm.wait_for_exit(300), "the seal's power-off watcher did not power the instance off"
+    overlay = tmp_path / "vm" / "overlay.qcow2"
+    public_key = vm.target.key.with_name(vm.target.key.name + ".pub").read_text()
+    assert packer.seal_leftovers(overlay, public_key) == []
+    check = run_cli("check", str(overlay), "--profile", "sealed", "--only", "SUDO-01", timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr
