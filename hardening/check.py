@@ -140,7 +140,7 @@ def _pretty_name(os_release: str) -> str:
 def _run(args: list[str], label: str, profile: str, os_name: str, wanted: list[catalog.Control]) -> CheckReport:
     collector = _Collector({control.id for control in wanted})
     checked_at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    options = ["-p", "no:cacheprovider", "-p", "no:terminal", "-o", "addopts=", "--assert=plain",
+    options = ["-c", os.devnull, "-p", "no:cacheprovider", "-p", "no:terminal", "--assert=plain",
                "--import-mode=importlib", f"--rootdir={CHECKS_DIR}", f"--profile={profile}"]
     code = pytest.main([str(CHECKS_DIR), *options, *args], plugins=[collector])
     if collector.problems or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
