@@ -21,10 +21,11 @@ class RootIdentity:
     uuid: str
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, ok: tuple[int, ...] = (0,)) -> str:
     result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise HardeningError(f"decoy: {args[0]} failed: {result.stderr.strip()}")
+    if result.returncode not in ok:
+        message = " ".join((result.stderr.strip() or result.stdout.strip()).split())
+        raise HardeningError(f"decoy: {args[0]} failed: {message}")
     return result.stdout.strip()
 
 
@@ -41,6 +42,8 @@ def make_decoys(image: Path, directory: Path) -> tuple[RootIdentity, Path, Path]
         _run("e2image", "-ra", node, str(same_uuid))
     same_label = directory / "decoy-same-label.raw"
     _run("cp", "--sparse=always", str(same_uuid), str(same_label))
+    # A new UUID on a filesystem mounted since its last check needs a fresh check (exit 1: fixed).
+    _run("e2fsck", "-fy", str(same_label), ok=(0, 1))
     _run("tune2fs", "-U", str(uuid.uuid4()), str(same_label))
     for decoy, name in ((same_label, "same-label"), (same_uuid, "same-label-and-uuid")):
         note = directory / f"{name}.marker"

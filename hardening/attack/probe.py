@@ -103,6 +103,11 @@ def sections(output: str) -> dict[str, list[str]]:
     return found
 
 
+def first_line(facts: dict[str, list[str]], name: str) -> str:
+    """The first line of a GATHER section ('' when the section is missing or empty)."""
+    return (facts.get(name) or [""])[0]
+
+
 def root_spec(cmdline: str) -> str:
     """The `root=` value of a kernel command line ('' when absent)."""
     match = re.search(r"(?:^|\s)root=(\S+)", cmdline)
@@ -239,7 +244,7 @@ class Probe:
     def _sudo(self, vm: Instance, facts: dict[str, list[str]]) -> Verdict:
         evidence, open_ = [], False
         accounts = {vm.target.user: facts.get("sudo", [""])[-1:] == ["0"]}
-        if facts.get("probe-user", [""])[0]:
+        if first_line(facts, "probe-user"):
             probe = Target(vm.target.host, vm.target.port, payloads.PROBE_USER, vm.target.key)
             try:
                 with ssh.session(probe) as client:
@@ -265,7 +270,7 @@ class Probe:
         for line in facts.get("markers", []):
             name, _, owner = line.partition(" ")
             ran.append(f"{name} ran as {owner}")
-        if facts.get("probe-user", [""])[0]:
+        if first_line(facts, "probe-user"):
             ran.append(f"users: account {payloads.PROBE_USER!r} was created")
         if _password_allowed(target, "root"):
             ran.append("ssh_pwauth: sshd offers password authentication")
