@@ -1,15 +1,14 @@
 """Vector user-data: cloud-init must not run what a launcher passes in user-data or vendor-data."""
 
 import pytest
+import yaml
 
-# Modules that execute, write or install what user-data (or vendor-data) asks for.
-DENIED_MODULES = frozenset({
-    "bootcmd", "runcmd", "scripts_user", "scripts_vendor", "scripts_per_boot", "scripts_per_instance",
-    "scripts_per_once", "write_files", "write_files_deferred", "ansible", "puppet", "chef", "salt_minion",
-    "mcollective", "package_update_upgrade_install", "apt_configure", "snap", "landscape", "lxd",
-    "seed_random", "phone_home", "power_state_change", "ubuntu_pro", "ubuntu_advantage", "rh_subscription",
-    "yum_add_repo", "zypper_add_repo", "apk_configure", "ca_certs", "fan", "mounts", "disk_setup",
-})
+from hardening.apply import PLAYBOOKS
+
+# The user-data role's documented default is the one definition of the modules that execute, write
+# or install what user-data (or vendor-data) asks for.
+_ROLE_DEFAULTS = PLAYBOOKS / "roles" / "ami_hardening_user_data" / "defaults" / "main.yml"
+DENIED_MODULES = frozenset(yaml.safe_load(_ROLE_DEFAULTS.read_text())["ami_hardening_user_data_module_denylist"])
 _TRUE = ("true", "1", "on", "yes")
 _FALSE = ("off", "0", "no", "false")
 
