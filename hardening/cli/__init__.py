@@ -14,10 +14,11 @@ app = typer.Typer(
     help="Lock down an AMI against root login, sudo, user-data and label-based boot.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 
 # Each module below adds its commands to `app` through a `register(app)` function.
-COMMAND_MODULES = ("lab", "attack", "apply", "controls", "check", "build")
+COMMAND_MODULES = ("lab", "attack", "apply", "controls", "check", "demo", "build")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"hardening.cli.{_name}").register(app)
