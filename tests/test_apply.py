@@ -132,3 +132,23 @@ def test_hardened_instance_reboots_by_uuid(instance):
     assert merged["vendor_data"]["enabled"] is False and merged["vendor_data2"]["enabled"] is False
     assert not {"scripts_user", "scripts-user", "runcmd"} & {str(m) for m in merged["cloud_final_modules"]}
     assert run_ok(instance, "sudo -n lsinitramfs /boot/initrd.img-$(uname -r) | grep -c ami-root-unique").strip() != "0"
+
+
+@pytest.mark.vm
+def test_unique_fs_uuid_gives_root_a_new_uuid_online(lab_image):
+    switch = {"ami_hardening_label_boot_unique_fs_uuid": True}
+    with boot_instance(lab_image) as vm:
+        vm.wait_for_cloud_init()
+        base = run_ok(vm, "sudo -n blkid -p -s UUID -o value /dev/vda1").strip()
+        first = apply(vm.target, only=["LABEL-01", "LABEL-02"], extra_vars=switch, progress=print)
+        assert first.failed == 0 and first.changed > 0
+        new = run_ok(vm, "sudo -n blkid -p -s UUID -o value /dev/vda1").strip()
+        assert new and new != base
+        assert run_ok(vm, "findmnt --fstab -no SOURCE /").strip() == f"UUID={new}"
+        assert apply(vm.target, only=["LABEL-01", "LABEL-02"], extra_vars=switch).changed == 0
+        run_ok(vm, "sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'")
+        vm.close_ssh()
+        time.sleep(20)
+        vm.wait_for_ssh()
+        assert f"root=UUID={new}" in run_ok(vm, "cat /proc/cmdline")
+        assert run_ok(vm, "findmnt -no UUID /").strip() == new
