@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -77,7 +78,10 @@ def inventory_for(target: Target | str | Path) -> dict | Path:
     if isinstance(target, Target):
         return target.ansible_inventory()
     if str(target) == LOCAL:
-        return {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}}
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        if os.geteuid() == 0:
+            local["ansible_become"] = False
+        return {"all": {"hosts": {"localhost": local}}}
     path = Path(target)
     if not path.is_file():
         raise HardeningError(f"inventory {path} does not exist (TARGET is ssh://USER@HOST:PORT, local, or a file)")

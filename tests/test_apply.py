@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hardening.apply import apply, selection
+from hardening.apply import _failure_message, apply, selection
 from hardening.catalog import control
 from hardening.lab.vm import boot_instance, free_port
 
@@ -44,6 +44,16 @@ def test_skip_switches_a_control_off_and_only_selects_its_tags():
     assert tags == ["root_01", "sudo_01"]
     assert len(off) == 19 and not any(off.values())
     assert control("ROOT-01").variable not in off and control("SUDO-01").variable not in off
+
+
+def test_preflight_refusal_is_shown_verbatim(tmp_path):
+    message = "unsupported OS Fedora 40: ami-hardening supports Debian 12"
+    data = json.dumps({"changed": False, "msg": message})
+    task = "ami_hardening_preflight : Refuse an unsupported operating system"
+    assert _failure_message(task, "t", "FAILED", data, tmp_path) == message
+    other = _failure_message("ami_hardening_sudo : Check the whole sudo policy", "t", "FAILED", data, tmp_path)
+    assert other.startswith("t: failed in task 'ami_hardening_sudo : Check the whole sudo policy': unsupported")
+    assert other.endswith(f"(log: {tmp_path})")
 
 
 def test_unknown_control_id_is_refused(tmp_path):
