@@ -9,7 +9,7 @@ echo "== lint"
 ruff check .
 yamllint --strict .
 ansible-lint --profile production playbooks/
-packer fmt -check -recursive packer/
+packer fmt -check packer/
 echo "== tests"
 set +e
 python3 -m pytest -p no:cacheprovider --junitxml=reports/pytest.xml "$@"

@@ -24,8 +24,8 @@ class Format(str, Enum):
     json = "json"
 
 
-lab = typer.Typer(rich_markup_mode="markdown", help="Build and boot the vulnerable lab image (a local stand-in for an old AMI).",
-                  no_args_is_help=True)
+lab = typer.Typer(help="Build and boot the vulnerable lab image (a local stand-in for an old AMI).",
+                  rich_markup_mode="markdown", no_args_is_help=True)
 
 
 @lab.command("image")
