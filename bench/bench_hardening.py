@@ -1,0 +1,52 @@
+"""Benchmark hardening on a fresh lab instance: apply, a second (idempotent) apply, and live checks.
+
+Run as root: `python3 bench/bench_hardening.py`; results are appended to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hardening.apply import apply
+from hardening.check import run_checks
+from hardening.lab.image import ensure_image
+from hardening.lab.vm import boot_instance
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def main(checks: int = 5) -> None:
+    rows = []
+    with boot_instance(ensure_image()) as vm:
+        vm.wait_for_cloud_init()
+        started = time.monotonic()
+        before = run_checks(vm.target)
+        rows.append(("check of the vulnerable instance (live, over SSH)",
+                     f"{time.monotonic() - started:.1f} s; failing: {len(before.failing())} controls"))
+        for label in ("apply, fresh instance", "apply again (idempotent)"):
+            started = time.monotonic()
+            result = apply(vm.target, admin_user=vm.target.user)
+            rows.append((label, f"{time.monotonic() - started:.0f} s; tasks ok={result.ok} changed={result.changed}"))
+        times = []
+        for _ in range(checks):
+            started = time.monotonic()
+            after = run_checks(vm.target)
+            times.append(time.monotonic() - started)
+        rows.append((f"check of the hardened instance ({checks} runs)",
+                     f"median {statistics.median(times):.1f} s, range {min(times):.1f}-{max(times):.1f} s; "
+                     f"passed: {after.passed()}"))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n## Hardening — {stamp}", f"Host: {os.cpu_count()} cores; target: a lab instance under QEMU TCG.",
+             "", "| what | result |", "|---|---|", *(f"| {what} | {value} |" for what, value in rows)]
+    with RESULTS.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
