@@ -188,7 +188,10 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
     output_dir.mkdir(parents=True, exist_ok=True)
     name = f"{base.name.removesuffix('.qcow2').removesuffix('.raw')}-hardened-{profile}.qcow2"
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=".ami-harden-build-", dir=output_dir) as tmp:
+    # Packer's plugin sockets and ISO staging go to TMPDIR: a short path of its own (a socket path
+    # longer than 107 bytes fails), removed with everything else the build leaves.
+    with (tempfile.TemporaryDirectory(prefix=".ami-harden-build-", dir=output_dir) as tmp,
+          tempfile.TemporaryDirectory(prefix="ami-harden-packer-") as scratch):
         work = Path(tmp)
         key, public_key = make_build_key(work)
         variables: dict[str, object] = {
@@ -204,12 +207,17 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             "playbook_dir": str(PLAYBOOK_DIR),
             "check_command": CHECK_COMMAND,
         }
-        env = os.environ | {"TMPDIR": str(work), "PACKER_CACHE_DIR": str(work / "packer_cache"),
+        env = os.environ | {"TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"),
                             "CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
         command = packer_command(stage_template(work / "template", version), variables)
         code, lines = run_bounded(command, work, env, timeout, log)
         if code != 0:
-            raise failure_reason(lines)
+            failed = failure_reason(lines)
+            if (work / "crash.log").exists():
+                kept = output_dir / f"{name}.packer-crash.log"
+                shutil.copyfile(work / "crash.log", kept)
+                failed = BuildFailed(f"packer crashed (log: {kept})")
+            raise failed
         built = find_image(work / "output", name)
         left = seal_leftovers(built, public_key)
         if left:

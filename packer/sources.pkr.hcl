@@ -17,7 +17,8 @@ source "amazon-ebs" "hardened" {
     most_recent = true
   }
 
-  ssh_username = local.admin_user
+  ssh_username            = local.admin_user
+  temporary_key_pair_type = "ed25519"
 
   ami_name        = "${var.ami_name_prefix}-${var.base_os}-${var.profile}-${local.timestamp}"
   ami_description = "${var.base_os} hardened by ami-hardening (profile ${var.profile})"
