@@ -109,7 +109,7 @@ def _require_tools() -> None:
     if shutil.which("xorriso") is None and shutil.which("mkisofs") is None:
         missing.append("xorriso or mkisofs")
     if missing:
-        raise HardeningError(f"the local build needs {', '.join(missing)}; run .ci/install first")
+        raise HardeningError(f"the local build needs {', '.join(missing)}; run scripts/install.sh first")
 
 
 def run_bounded(command: Sequence[str], cwd: Path, env: dict[str, str], timeout: float,
