@@ -30,6 +30,7 @@ PLUGINS_FILE = "plugins.pkr.hcl"
 LOCAL_SOURCE = "qemu.hardened"
 BUILD_TIMEOUT = float(os.environ.get("AMI_HARDEN_BUILD_TIMEOUT", "1800"))
 PROFILES = ("marketplace", "sealed")
+TIMED_OUT = 124
 CHECK_COMMAND = shlex.join([sys.executable, "-m", "hardening.cli"])
 HISTORY_FILES = (".bash_history", ".zsh_history", ".sh_history", ".ash_history", ".history",
                  ".python_history")
@@ -139,7 +140,7 @@ def run_bounded(command: Sequence[str], cwd: Path, env: dict[str, str], timeout:
         _kill_group(process)
     if expired.is_set():
         lines.append(f"ami-harden: packer ran longer than {timeout:.0f} s and was stopped")
-        return 124, lines
+        return TIMED_OUT, lines
     return process.returncode, lines
 
 
@@ -179,6 +180,9 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
     base = Path(base).resolve()
     if profile not in PROFILES:
         raise HardeningError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    if profile == "sealed" and not sealed_confirmed:
+        raise HardeningError("the sealed profile leaves nobody with sudo and breaks AWS Marketplace policy; "
+                             "confirm it (--confirm-sealed)")
     image_format(base)
     version = packer_version()
     _require_tools()
@@ -212,7 +216,7 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
         command = packer_command(stage_template(work / "template", version), variables)
         code, lines = run_bounded(command, work, env, timeout, log)
         if code != 0:
-            failed = failure_reason(lines)
+            failed = BuildFailed(lines[-1]) if code == TIMED_OUT else failure_reason(lines)
             if (work / "crash.log").exists():
                 kept = output_dir / f"{name}.packer-crash.log"
                 shutil.copyfile(work / "crash.log", kept)

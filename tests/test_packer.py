@@ -118,6 +118,19 @@ def test_build_refuses_an_unknown_profile(tmp_path):
         packer.build_local(tmp_path / "base.qcow2", tmp_path, profile="open")
 
 
+def test_sealed_build_needs_confirmation(tmp_path):
+    result = run_cli("build", "local", "--base", str(tmp_path / "none.qcow2"), "--profile", "sealed")
+    assert result.returncode == 2, result
+    assert "--confirm-sealed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.vm
+def test_build_past_its_timeout_stops_packer_and_its_qemu(lab_image, tmp_path, no_orphan_qemu):
+    with pytest.raises(packer.BuildFailed, match="packer ran longer than 20 s and was stopped"):
+        packer.build_local(lab_image, tmp_path, timeout=20, log=lambda line: None)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.fixture(scope="module")
 def local_build(lab_image, tmp_path_factory):
     """The lab image hardened, verified and sealed by the template's qemu source (one build per module)."""
