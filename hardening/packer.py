@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from hardening.apply import selection
+from hardening.catalog import control
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format, mounted_root
 
@@ -170,10 +172,11 @@ def failure_reason(lines: Sequence[str]) -> BuildFailed:
 
 
 def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admin_user: str = "admin",
-                ansible_args: Sequence[str] = (), sealed_confirmed: bool = False,
+                ansible_args: Sequence[str] = (), sealed_confirmed: bool = False, skip: Sequence[str] = (),
                 timeout: float = BUILD_TIMEOUT, log: Callable[[str], None] = print) -> LocalBuild:
     """Harden, verify and seal `base` with the template's QEMU source; return the hardened qcow2.
 
+    `skip` takes control ids: each is switched off in the hardening run and left out of verification.
     The image lands in `output_dir` as BASE-hardened-PROFILE.qcow2 only after the offline seal check
     passes. Raises HardeningError on bad input and BuildFailed when the build or the check fails.
     """
@@ -183,6 +186,7 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError("the sealed profile leaves nobody with sudo and breaks AWS Marketplace policy; "
                              "confirm it (--confirm-sealed)")
+    _, switched_off = selection(skip)
     image_format(base)
     version = packer_version()
     _require_tools()
@@ -207,12 +211,16 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             "admin_user": admin_user,
             "profile": profile,
             "sealed_confirmed": sealed_confirmed,
-            "ansible_extra_args": list(ansible_args),
+            "ansible_extra_args": [*(["--extra-vars", json.dumps(switched_off)] if switched_off else []),
+                                   *ansible_args],
+            "skip_controls": [control(control_id).id for control_id in skip],
             "playbook_dir": str(PLAYBOOK_DIR),
             "check_command": CHECK_COMMAND,
         }
+        # PYTHONPATH: the verification step runs this checkout's ami-harden, whatever else is installed.
         env = os.environ | {"TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"),
-                            "CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
+                            "CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1",
+                            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         command = packer_command(stage_template(work / "template", version), variables)
         code, lines = run_bounded(command, work, env, timeout, log)
         if code != 0:

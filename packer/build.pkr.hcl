@@ -38,6 +38,7 @@ build {
       "AMI_HARDEN_PROFILE=${var.profile}",
       "AMI_HARDEN_ADMIN_USER=${local.admin_user}",
       "AMI_HARDEN_CHECK=${var.check_command}",
+      "AMI_HARDEN_SKIP=${join(" ", var.skip_controls)}",
       "AMI_HARDEN_BUILD_KEY_FILE=${var.ssh_private_key_file}",
       "AMI_HARDEN_BUILD_KEY=${build.SSHPrivateKey}",
     ]

@@ -29,6 +29,12 @@ variable "ansible_extra_args" {
   description = "Extra ansible-playbook arguments for the hardening run, e.g. [\"--skip-tags\", \"root_07\"]."
 }
 
+variable "skip_controls" {
+  type        = list(string)
+  default     = []
+  description = "Control ids (e.g. SUDO-05) the verification leaves out; switch each off in the hardening run too, through its variable (ami-harden controls)."
+}
+
 variable "playbook_dir" {
   type        = string
   default     = ""

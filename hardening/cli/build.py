@@ -28,6 +28,8 @@ def local_command(
     output: Path = typer.Option(Path("output"), help="Directory for the hardened qcow2."),
     confirm_sealed: bool = typer.Option(False, "--confirm-sealed",
                                         help="Required with --profile sealed."),
+    skip: list[str] = typer.Option([], "--skip", help="Switch this control off and leave it out of "
+                                   "verification (repeatable), e.g. --skip SUDO-05."),
     ansible_arg: list[str] = typer.Option([], "--ansible-arg", help="Extra ansible-playbook argument for the "
                                           "hardening run (repeatable), e.g. --ansible-arg=--skip-tags=root_07."),
     timeout: float = typer.Option(packer.BUILD_TIMEOUT, help="Stop the build after this many seconds."),
@@ -41,7 +43,7 @@ def local_command(
     """
     try:
         result = packer.build_local(base, output, profile=profile.value, admin_user=admin_user,
-                                    ansible_args=ansible_arg, sealed_confirmed=confirm_sealed,
+                                    ansible_args=ansible_arg, sealed_confirmed=confirm_sealed, skip=skip,
                                     timeout=timeout, log=lambda line: typer.echo(line, err=True))
     except packer.BuildFailed as failed:
         typer.echo(f"ami-harden: build failed: {failed.reason}", err=True)
