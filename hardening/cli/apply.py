@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from hardening.apply import LOCAL, apply
+from hardening.cli.choices import Profile
 from hardening.target import Target
-
-
-class Profile(str, Enum):
-    marketplace = "marketplace"
-    sealed = "sealed"
 
 
 def _target(spec: str, key: Path | None) -> Target | str | Path:

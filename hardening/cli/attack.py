@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from hardening.attack.probe import attack
+from hardening.cli.choices import Profile, ReportFormat
 from hardening.report import render
-
-
-class Profile(str, Enum):
-    marketplace = "marketplace"
-    sealed = "sealed"
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    junit = "junit"
-    html = "html"
 
 
 def attack_command(
@@ -30,7 +18,8 @@ def attack_command(
     profile: Profile = typer.Option(Profile.marketplace, help="marketplace: the admin's sudo is expected; "
                                     "sealed: any sudo is OPEN."),
     admin_user: str = typer.Option("admin", help="The one account allowed sudo under the marketplace profile."),
-    fmt: Format = typer.Option(Format.table, "--format", help="table, json (a `vectors` list), junit or html"),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format",
+                                     help="table, json (a `vectors` list), junit or html"),
     output: Path = typer.Option(None, help="Write the report here instead of standard output."),
 ) -> None:
     """Boot IMAGE twice as a new instance with hostile inputs and judge each vector.
@@ -51,7 +40,7 @@ def attack_command(
         typer.echo(f"[{time.monotonic() - started:5.0f}s] {message}", err=True)
 
     report = attack(image, profile.value, admin_user, log=progress)
-    text = json.dumps(report.as_dict(), indent=2) if fmt is Format.json else render(report.document(), fmt.value)
+    text = json.dumps(report.as_dict(), indent=2) if fmt is ReportFormat.json else render(report.document(), fmt.value)
     if output:
         output.write_text(text.rstrip("\n") + "\n")
         typer.echo(f"report written to {output}", err=True)

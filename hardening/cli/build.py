@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from hardening import packer
-
-
-class Profile(str, Enum):
-    marketplace = "marketplace"
-    sealed = "sealed"
-
+from hardening.cli.choices import Profile
 
 build = typer.Typer(help="Build hardened images with the Packer template in packer/.", no_args_is_help=True)
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from hardening.check import resolve_target, run_checks
+from hardening.cli.choices import Profile, ReportFormat
 from hardening.report import render
-
-
-class Profile(str, Enum):
-    marketplace = "marketplace"
-    sealed = "sealed"
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    junit = "junit"
-    html = "html"
 
 
 def check_command(
@@ -32,7 +20,7 @@ def check_command(
     admin_user: str = typer.Option(None, help="The one user allowed sudo (default: the SSH user; "
                                    "required offline for marketplace)."),
     only: list[str] = typer.Option(None, "--only", help="Check only this control id (repeatable)."),
-    fmt: Format = typer.Option(Format.table, "--format", help="table, json, junit or html."),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", help="table, json, junit or html."),
     output: Path = typer.Option(None, help="Write the report to this file instead of standard output."),
 ) -> None:
     """Check TARGET against every control (or the --only ones) and report the evidence.
