@@ -20,4 +20,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+# A distribution Python refuses system-wide pip installs (PEP 668): use a virtual environment then,
+# and put ami-harden on PATH.
+if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+  ln -sf "$PWD/.venv/bin/ami-harden" /usr/local/bin/ami-harden
+else
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+fi

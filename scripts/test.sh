@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# install.sh chose a virtual environment where the system Python is externally managed.
+if [ -x .venv/bin/python ]; then
+  export PATH="$PWD/.venv/bin:$PATH"
+fi
 mkdir -p reports
 echo "== lint"
 ruff check .
