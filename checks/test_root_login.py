@@ -12,18 +12,20 @@ def _setting(facts, keyword: str, who: str = "") -> str:
     return f"{keyword} {value}" + (f" (set by {origin})" if origin else " (sshd default)")
 
 
-def _sshd_broken(facts, evidence) -> None:
-    """Fail when sshd -T cannot tell the effective configuration."""
+def _sshd_absent(facts, evidence, why: str) -> bool:
+    """True (with evidence) when sshd is not installed; fail when sshd -T cannot tell its configuration."""
+    if not facts.sshd_installed:
+        evidence(f"sshd is not installed{why}")
+        return True
     if facts.sshd_error():
         pytest.fail(evidence(f"sshd -T failed: {facts.sshd_error()}"))
+    return False
 
 
 @pytest.mark.control("ROOT-01")
 def test_sshd_refuses_root(facts, evidence):
-    if not facts.sshd_installed:
-        evidence("sshd is not installed: no SSH root login")
+    if _sshd_absent(facts, evidence, ": no SSH root login"):
         return
-    _sshd_broken(facts, evidence)
     values = {facts.sshd().get("permitrootlogin"), facts.sshd("root").get("permitrootlogin")}
     message = evidence(f"sshd -T (global and for user root): {_setting(facts, 'permitrootlogin', 'root')}")
     assert values == {"no"}, message
@@ -31,10 +33,8 @@ def test_sshd_refuses_root(facts, evidence):
 
 @pytest.mark.control("ROOT-02")
 def test_sshd_refuses_passwords(facts, evidence):
-    if not facts.sshd_installed:
-        evidence("sshd is not installed: no SSH password login")
+    if _sshd_absent(facts, evidence, ": no SSH password login"):
         return
-    _sshd_broken(facts, evidence)
     keywords = ("passwordauthentication", "kbdinteractiveauthentication", "permitemptypasswords")
     who = ["", "root"] + ([facts.admin_user] if facts.admin_user else [])
     wrong = sorted({_setting(facts, k, w) for k in keywords for w in who if facts.sshd(w).get(k) != "no"})
@@ -103,10 +103,8 @@ def test_no_autologin_getty(facts, evidence):
 
 @pytest.mark.control("ROOT-07")
 def test_no_authorized_keys_command(facts, evidence):
-    if not facts.sshd_installed:
-        evidence("sshd is not installed")
+    if _sshd_absent(facts, evidence, ""):
         return
-    _sshd_broken(facts, evidence)
     value = facts.sshd("root").get("authorizedkeyscommand", "none")
     problems = [] if value == "none" else [f"sshd -T: {_setting(facts, 'authorizedkeyscommand', 'root')}"]
     problems += [f"sshd started with it: {line}" for line in facts.sshd_unit_commands]
