@@ -160,6 +160,12 @@ def _kill_group(process: subprocess.Popen) -> None:
         time.sleep(0.5)
 
 
+def crashed_before_verdict(code: int, lines: Sequence[str]) -> bool:
+    """Whether Packer panicked (a fault of the tool) before verification said anything."""
+    return (code not in (0, TIMED_OUT) and any("PACKER CRASH" in line for line in lines)
+            and not any("VERIFICATION FAILED" in line for line in lines))
+
+
 def failure_reason(lines: Sequence[str]) -> BuildFailed:
     """Turn Packer's output into a BuildFailed naming the failing controls, or Packer's last error."""
     failed = [line for line in lines if "VERIFICATION FAILED" in line]
@@ -223,6 +229,11 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
                             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         command = packer_command(stage_template(work / "template", version), variables)
         code, lines = run_bounded(command, work, env, timeout, log)
+        if crashed_before_verdict(code, lines):
+            log("ami-harden: packer itself crashed before any verdict; running the build once more")
+            shutil.rmtree(work / "output", ignore_errors=True)
+            (work / "crash.log").unlink(missing_ok=True)
+            code, lines = run_bounded(command, work, env, timeout, log)
         if code != 0:
             failed = BuildFailed(lines[-1]) if code == TIMED_OUT else failure_reason(lines)
             if (work / "crash.log").exists():
