@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
 
-from hardening import packer
+from hardening import ami_template, packer
 from hardening.cli.choices import Profile
 
 build = typer.Typer(help="Build hardened images with the Packer template in packer/.", no_args_is_help=True)
@@ -44,6 +45,31 @@ def local_command(
         raise typer.Exit(1) from None
     typer.echo(f"built in {result.seconds:.0f} s; sealed image checked offline", err=True)
     typer.echo(str(result.image))
+
+
+@build.command("validate")
+def validate_command(
+    var: list[str] = typer.Option([], "--var", help="A template variable, NAME=VALUE (repeatable), as packer -var."),
+    var_file: list[Path] = typer.Option([], "--var-file", help="A variable file (repeatable), as packer -var-file."),
+) -> None:
+    """Validate the amazon-ebs source of packer/ offline: no AWS credentials, no network.
+
+    Runs `packer validate` with the installed Packer. Packer 1.6 (Debian 12's) lacks three arguments
+    of the amazon plugin (imds_support, ami_org_arns, metadata_options): it validates everything else,
+    evaluates those three as a local, and their values are checked against the plugin's documentation.
+    Exit 0 when valid, 1 when not (Packer's output and each problem are printed), 2 on bad input.
+
+    Example: ami-harden build validate --var-file packer/example.pkrvars.hcl --var base_os=al2023
+    """
+    with tempfile.TemporaryDirectory(prefix="ami-harden-validate-") as workdir:
+        validation = ami_template.validate(Path(workdir), var, var_file)
+    if validation.problems:
+        if validation.output:
+            typer.echo(validation.output, err=True)
+        for problem in validation.problems:
+            typer.echo(f"ami-harden: {ami_template.AMAZON_SOURCE}: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{ami_template.AMAZON_SOURCE}: valid ({validation.method})")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,159 @@
+"""Validate the Packer template's amazon-ebs source offline, without AWS credentials."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hardening import packer
+from hardening.errors import HardeningError
+
+AMAZON_SOURCE = "amazon-ebs.hardened"
+SOURCES_FILE = "sources.pkr.hcl"
+ARGUMENTS_FILE = "amazon-plugin-arguments.pkr.hcl"
+# Arguments of the amazon plugin (>= 1.2.2) that Packer 1.6's built-in amazon-ebs builder lacks, with
+# the values the plugin documents (v1.8.2); None: any expression (Packer 1.6 still evaluates it).
+NEWER_ARGUMENTS: dict[str, object] = {
+    "ami_org_arns": None,
+    "imds_support": {'"v2.0"'},
+    "metadata_options": {
+        "http_endpoint": {'"enabled"', '"disabled"'},
+        "http_tokens": {'"optional"', '"required"'},
+        "http_put_response_hop_limit": range(1, 65),
+        "instance_metadata_tags": {'"enabled"', '"disabled"'},
+    },
+}
+# What the image and the build instance must say about IMDS: IMDSv2 only.
+REQUIRED = {("imds_support",): '"v2.0"', ("metadata_options", "http_tokens"): '"required"'}
+_ARGUMENT = re.compile(r"^(\w+)\s*(?:=\s*(.+)|(\{))$")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome: what Packer said, how the check was made, and the problems (none: valid)."""
+
+    method: str
+    problems: list[str]
+    output: str
+
+
+def split_newer_arguments(text: str) -> tuple[str, dict[str, object]]:
+    """The template without the amazon-ebs arguments Packer 1.6 lacks, and those arguments' text."""
+    kept: list[str] = []
+    cut: dict[str, object] = {}
+    in_source = False
+    block: dict[str, str] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if line.startswith('source "amazon-ebs"'):
+            in_source = True
+        elif in_source and line.startswith("}"):
+            in_source = False
+        elif in_source and block is not None:
+            if stripped == "}":
+                block = None
+            elif stripped:
+                name, _, value = stripped.partition("=")
+                block[name.strip()] = value.strip()
+            continue
+        elif in_source and (match := _ARGUMENT.match(stripped)) and match.group(1) in NEWER_ARGUMENTS:
+            if match.group(3):
+                block = cut[match.group(1)] = {}
+            else:
+                cut[match.group(1)] = match.group(2)
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n", cut
+
+
+def arguments_as_local(cut: dict[str, object]) -> str:
+    """A locals block holding the cut arguments, so that Packer 1.6 still evaluates their expressions."""
+    lines = ["locals {", "  amazon_plugin_arguments = {"]
+    for name, value in cut.items():
+        if isinstance(value, dict):
+            lines += [f"    {name} = {{", *(f"      {key} = {text}" for key, text in value.items()), "    }"]
+        else:
+            lines.append(f"    {name} = {value}")
+    return "\n".join([*lines, "  }", "}", ""])
+
+
+def _accepts(domain: set[str] | range, text: str) -> bool:
+    return int(text) in domain if isinstance(domain, range) and text.isdigit() else text in domain
+
+
+def _describe(domain: set[str] | range) -> str:
+    return f"{domain.start} to {domain.stop - 1}" if isinstance(domain, range) else ", ".join(sorted(domain))
+
+
+def argument_problems(cut: dict[str, object]) -> list[str]:
+    """Cut arguments that the amazon plugin would refuse, or that leave IMDSv1 open."""
+    problems = []
+    for name, value in cut.items():
+        domain = NEWER_ARGUMENTS[name]
+        if isinstance(domain, dict) != isinstance(value, dict):
+            problems.append(f"{name} must be {'a block' if isinstance(domain, dict) else 'an argument'}")
+        elif isinstance(domain, dict):
+            for key, text in value.items():
+                if key not in domain:
+                    problems.append(f"{name}.{key} is not an argument of the amazon plugin")
+                elif not _accepts(domain[key], text):
+                    problems.append(f"{name}.{key} = {text}: the amazon plugin accepts {_describe(domain[key])}")
+        elif domain is not None and not _accepts(domain, value):
+            problems.append(f"{name} = {value}: the amazon plugin accepts {_describe(domain)}")
+    for path, wanted in REQUIRED.items():
+        found: object = cut
+        for key in path:
+            found = found.get(key) if isinstance(found, dict) else None
+        if found != wanted:
+            problems.append(f"{'.'.join(path)} must be {wanted} (IMDSv2 only), found {found or 'nothing'}")
+    return problems
+
+
+def stage_for_validation(dest: Path, version: tuple[int, ...]) -> tuple[Path, list[str]]:
+    """Stage the template (beside a link to playbooks/) for `packer validate`; on Packer 1.6 also return the
+    problems of the cut arguments."""
+    stage = packer.stage_template(dest / "packer", version)
+    (dest / "playbooks").symlink_to(packer.PLAYBOOK_DIR)
+    if version >= (1, 7):
+        return stage, []
+    template, cut = split_newer_arguments((packer.TEMPLATE_DIR / SOURCES_FILE).read_text())
+    (stage / SOURCES_FILE).unlink()
+    (stage / SOURCES_FILE).write_text(template)
+    (stage / ARGUMENTS_FILE).write_text(arguments_as_local(cut))
+    missing = sorted(set(NEWER_ARGUMENTS) - set(cut))
+    return stage, [f"{name} is missing from the amazon-ebs source" for name in missing] + argument_problems(cut)
+
+
+def validate(workdir: Path, variables: Sequence[str] = (), var_files: Sequence[Path] = ()) -> Validation:
+    """Validate the amazon-ebs source with the installed Packer, offline; `variables` are NAME=VALUE."""
+    for var_file in var_files:
+        if not var_file.is_file():
+            raise HardeningError(f"variable file {var_file} does not exist")
+    for variable in variables:
+        if not re.match(r"^\w+=", variable):
+            raise HardeningError(f"--var {variable!r} is not of the form NAME=VALUE")
+    version = packer.packer_version()
+    if shutil.which("ansible-playbook") is None:
+        raise HardeningError("packer validate needs ansible-playbook on PATH; run scripts/install.sh first")
+    stage, problems = stage_for_validation(workdir, version)
+    command = ["packer", "validate", f"-only={AMAZON_SOURCE}",
+               *(f"-var-file={path.resolve()}" for path in var_files),
+               *(arg for variable in variables for arg in ("-var", variable)), str(stage)]
+    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env, timeout=120,
+                            check=False)
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        problems.insert(0, f"packer validate exited {result.returncode}")
+    shown = ".".join(map(str, version))
+    if version >= (1, 7):
+        method = f"packer {shown} validate"
+    else:
+        method = (f"packer {shown} validate, with {', '.join(NEWER_ARGUMENTS)} evaluated as a local and checked "
+                  "against the amazon plugin's documented values (Packer 1.6's built-in builder lacks them)")
+    return Validation(method=method, problems=problems, output=output)
