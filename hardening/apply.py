@@ -95,10 +95,15 @@ def default_log_path() -> Path:
     return directory / f"apply-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
+def require_ansible() -> None:
+    """HardeningError unless ansible-playbook is on PATH."""
+    if shutil.which("ansible-playbook") is None:
+        raise HardeningError("ansible-playbook is missing; run scripts/install.sh (it installs ansible-core)")
+
+
 def _preflight(target: Target | str | Path) -> None:
     """Fail before Ansible starts when the target cannot be reached as given."""
-    if shutil.which("ansible-playbook") is None:
-        raise HardeningError("ansible-playbook is missing; install ansible-core (pip install ansible-core)")
+    require_ansible()
     if isinstance(target, Target):
         ssh.connect(target).close()
     elif str(target) == LOCAL and os.geteuid() != 0 and shutil.which("sudo") is None:

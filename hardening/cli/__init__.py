@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -24,8 +25,18 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"hardening.cli.{_name}").register(app)
 
 
+def tools_beside_python_first() -> None:
+    """Put the directory of this Python's scripts (ansible-playbook in a virtual environment) first on PATH,
+    for the tools ami-harden runs and those Packer's ansible provisioner runs."""
+    scripts = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, path]) if path else scripts
+
+
 def main() -> None:
     """Run the CLI; a HardeningError becomes one line on stderr and exit code 2."""
+    tools_beside_python_first()
     try:
         code = app(standalone_mode=False)
     except HardeningError as error:
