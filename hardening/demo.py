@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hardening.apply import require_ansible
 from hardening.attack.probe import AttackReport, attack
 from hardening.lab.hardened import harden_copy
 from hardening.lab.image import ensure_image
+from hardening.lab.vm import require_qemu
 from hardening.progress import Progress
 
 
@@ -31,13 +33,15 @@ class DemoResult:
 
 def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") -> DemoResult:
     """Build or reuse the lab image, attack it, harden a copy with `apply`, attack the copy."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    require_qemu()
+    require_ansible()
     with progress.stage("lab image") as stage:
         stage.waiting("the cached lab image, or mmdebstrap building it (about a minute)")
         image = ensure_image("debian", log=stage.say)
         stage.say(str(image))
+    workdir.mkdir(parents=True, exist_ok=True)
     with progress.stage("attack before") as stage:
-        before = attack(image, profile=profile, log=stage.waiting)
+        before = attack(image, profile=profile, log=stage.waiting, console_dir=workdir / "consoles-before")
     hardened = workdir / f"hardened-{profile}.qcow2"
     apply_log = workdir / "apply.log"
     with progress.stage("apply") as stage:
@@ -47,5 +51,5 @@ def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") ->
                              progress=lambda line: line.startswith(("TASK", "changed", "fatal")) and stage.say(line))
         stage.say(result.summary())
     with progress.stage("attack after") as stage:
-        after = attack(hardened, profile=profile, log=stage.waiting)
+        after = attack(hardened, profile=profile, log=stage.waiting, console_dir=workdir / "consoles-after")
     return DemoResult(before, after, hardened, apply_log, workdir)

@@ -41,10 +41,12 @@ class Progress:
 
         thread = threading.Thread(target=heartbeat, daemon=True)
         thread.start()
+        outcome = "failed after"
         try:
             yield self
+            outcome = "done in"
         finally:
             done.set()
             thread.join()
-            self.say(f"done in {time.monotonic() - stage_started:.0f} s")
+            self.say(f"{outcome} {time.monotonic() - stage_started:.0f} s")
             self.current = ""

@@ -1,12 +1,9 @@
-"""The attack probe: bad input, and every vector OPEN on the vulnerable lab image from a real boot."""
+"""The attack probe's command line: help and bad input (the demo test runs it on real boots)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-
-import pytest
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
@@ -55,22 +52,3 @@ def test_qemu_absent_is_one_clear_line(lab_image, tmp_path):
     result = subprocess.run([subprocess.sys.executable, "-m", "hardening.cli", "attack", str(lab_image)],
                             capture_output=True, text=True, env=env, timeout=600, check=False)
     assert_one_line_error(result, "qemu-system-x86_64 is missing")
-
-
-@pytest.mark.vm
-def test_every_vector_is_open_on_the_vulnerable_image(lab_image, no_orphan_qemu):
-    result = run_cli("attack", str(lab_image), "--format", "json")
-    print(result.stderr)
-    assert result.returncode == 1, result.stderr
-    report = json.loads(result.stdout)
-    verdicts = {v["vector"]: v for v in report["vectors"]}
-    print(json.dumps(verdicts, indent=2))
-    assert list(verdicts) == ["root-login", "sudo", "user-data", "label-boot"]
-    assert all(v["status"] == "OPEN" for v in verdicts.values())
-    evidence = {name: "\n".join(v["evidence"]) for name, v in verdicts.items()}
-    assert "ssh root@ with the injected key: uid 0 shell" in evidence["root-login"]
-    assert "amiprobe: sudo -n gives root" in evidence["sudo"]
-    assert "admin: sudo -n gives root (expected: the marketplace admin)" in evidence["sudo"]
-    for channel in ("script", "boothook", "bootcmd", "runcmd", "write_files"):
-        assert f"{channel} ran as root" in evidence["user-data"]
-    assert "root=LABEL=cloudimg-rootfs also matches the decoy" in evidence["label-boot"]

@@ -1,4 +1,6 @@
-"""The judge: the attack probe on hardened copies of the lab images, each booted as a new instance."""
+"""The judge: the attack probe on hardened copies of the lab images, each booted as a new instance.
+
+The demo test attacks the vulnerable image and its marketplace copy; these cover the rest."""
 
 from __future__ import annotations
 
@@ -28,15 +30,6 @@ def assert_all_closed(verdicts: dict) -> None:
     assert not open_, f"not CLOSED: {json.dumps(open_, indent=2)}"
 
 
-def test_marketplace_closes_every_vector_on_a_new_instance(hardened_image, no_orphan_qemu):
-    verdicts = attack(hardened_image("debian", "marketplace"))
-    assert_all_closed(verdicts)
-    sudo = "\n".join(verdicts["sudo"]["evidence"])
-    assert "admin: sudo -n gives root (expected: the marketplace admin)" in sudo
-    assert "refused to boot" in "\n".join(verdicts["label-boot"]["evidence"])
-    assert "no user-data channel ran" in verdicts["user-data"]["evidence"][0]
-
-
 def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
     verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed")
     assert_all_closed(verdicts)
@@ -49,7 +42,7 @@ def test_traps_image_ends_closed_too(hardened_image, no_orphan_qemu):
 
 def test_still_closed_after_update_grub_and_reboot(hardened_image, tmp_path, no_orphan_qemu):
     updated = tmp_path / "after-update-grub.qcow2"
-    with writable_copy(hardened_image("debian", "marketplace"), updated) as vm:
+    with writable_copy(hardened_image("traps", "marketplace"), updated) as vm:
         rc, out, err = vm.run("sudo -n update-grub && sudo -n update-initramfs -u", timeout=600)
         assert rc == 0, out + err
     assert_all_closed(attack(updated))

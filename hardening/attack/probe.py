@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -160,8 +161,10 @@ def _password_allowed(target: Target, user: str) -> bool:
 class Probe:
     """Runs the boots of one attack and turns their evidence into verdicts."""
 
-    def __init__(self, image: Path, profile: str, admin_user: str, log: Callable[[str], None]):
+    def __init__(self, image: Path, profile: str, admin_user: str, log: Callable[[str], None],
+                 console_dir: Path | None = None):
         self.image, self.profile, self.admin_user, self.log = image, profile, admin_user, log
+        self.console_dir = console_dir
         self.public_key = Path(f"{lab_key()}.pub").read_text().strip()
 
     def run(self) -> AttackReport:
@@ -172,10 +175,20 @@ class Probe:
             identity, same_label, same_uuid = make_decoys(self.image, work)
             root, sudo, user_data, label_first = self._hostile_boot(identity, same_label, work / "boot1")
             label_second = self._decoy_boot(identity, same_uuid, work / "boot2")
+            self._keep_consoles(work)
         label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
         statuses = {label_first.status, label_second.status}
         label.status = OPEN if OPEN in statuses else INCONCLUSIVE if INCONCLUSIVE in statuses else CLOSED
         return AttackReport(str(self.image), self.profile, self.admin_user, [root, sudo, user_data, label])
+
+    def _keep_consoles(self, work: Path) -> None:
+        """Copy each boot's serial console log to `console_dir` (as boot1-console.log, boot2-console.log)."""
+        if self.console_dir is None:
+            return
+        self.console_dir.mkdir(parents=True, exist_ok=True)
+        for boot in ("boot1", "boot2"):
+            if (work / boot / "console.log").exists():
+                shutil.copyfile(work / boot / "console.log", self.console_dir / f"{boot}-console.log")
 
     def _hostile_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> tuple[Verdict, ...]:
         self.log("boot 1: hostile user-data battery, same-label decoy attached before the real disk")
@@ -295,11 +308,12 @@ class Probe:
 
 
 def attack(image: Path, profile: str = "marketplace", admin_user: str = "admin",
-           log: Callable[[str], None] = lambda message: None) -> AttackReport:
-    """Attack `image` (qcow2 or raw, never modified) and return the verdict per vector."""
+           log: Callable[[str], None] = lambda message: None, console_dir: Path | None = None) -> AttackReport:
+    """Attack `image` (qcow2 or raw, never modified) and return the verdict per vector; with
+    `console_dir`, keep each boot's serial console log there."""
     if profile not in PROFILES:
         raise HardeningError(f"unknown profile {profile!r}; choose marketplace or sealed")
     image = Path(image)
     image_format(image)
     require_qemu()
-    return Probe(image, profile, admin_user, log).run()
+    return Probe(image, profile, admin_user, log, console_dir).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -28,12 +29,16 @@ def demo_command(
     result = run_demo(workdir, progress)
     report = workdir / "report.html"
     report.write_text(render(result.after.document(before=result.before), "html"))
+    for name, attacked in (("before", result.before), ("after", result.after)):
+        (workdir / f"attack-{name}.json").write_text(json.dumps(attacked.as_dict(), indent=2) + "\n")
     typer.echo("")
     typer.echo(result.table())
     typer.echo("")
-    typer.echo(f"HTML report:    {report}")
-    typer.echo(f"hardened image: {result.hardened_image}")
-    typer.echo(f"apply log:      {result.apply_log}")
+    typer.echo(f"HTML report:     {report}")
+    typer.echo(f"attack reports:  {workdir / 'attack-before.json'}, {workdir / 'attack-after.json'}")
+    typer.echo(f"serial consoles: {workdir / 'consoles-before'}/, {workdir / 'consoles-after'}/")
+    typer.echo(f"apply log:       {result.apply_log}")
+    typer.echo(f"hardened image:  {result.hardened_image}")
     raise typer.Exit(result.after.exit_code)
 
 

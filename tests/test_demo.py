@@ -1,0 +1,70 @@
+"""`ami-harden demo` end to end, as a new user runs it: every vector OPEN, then every vector CLOSED."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+VECTORS = ["root-login", "sudo", "user-data", "label-boot"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, lab_image):
+    """One run of the demo command (it reuses the lab image the session built)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    result = subprocess.run(["ami-harden", "demo", "--workdir", str(workdir)], capture_output=True, text=True,
+                            timeout=2400, check=False)
+    print(result.stderr)
+    print(result.stdout)
+    return result, workdir
+
+
+def evidence(workdir, name: str) -> dict[str, str]:
+    report = json.loads((workdir / f"attack-{name}.json").read_text())
+    assert [v["vector"] for v in report["vectors"]] == VECTORS
+    return {v["vector"]: (v["status"], "\n".join(v["evidence"])) for v in report["vectors"]}
+
+
+@pytest.mark.vm
+def test_demo_ends_with_every_vector_open_then_closed(demo):
+    result, workdir = demo
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in ([v] for v in VECTORS)]
+    assert rows == [[vector, "OPEN", "CLOSED"] for vector in VECTORS], result.stdout
+    named = dict(re.findall(r"^([a-zA-Z ]+):\s+(.+)$", result.stdout, re.MULTILINE))
+    assert named["HTML report"] == str(workdir / "report.html") and (workdir / "report.html").stat().st_size
+    assert named["apply log"] == str(workdir / "apply.log") and "PLAY RECAP" in (workdir / "apply.log").read_text()
+    for when in ("before", "after"):
+        assert (workdir / f"consoles-{when}" / "boot1-console.log").stat().st_size > 0
+
+
+@pytest.mark.vm
+def test_demo_shows_progress_instead_of_silence(demo):
+    result, _ = demo
+    stages = re.findall(r"^\[\s*\d+s\] ([a-z ]+): ", result.stderr, re.MULTILINE)
+    assert list(dict.fromkeys(stages)) == ["lab image", "attack before", "apply", "attack after"]
+    assert re.search(r"still working \(\d+ s in stage\); waiting for: ", result.stderr)
+
+
+@pytest.mark.vm
+def test_demo_evidence_before_proves_each_vector_open(demo):
+    found = evidence(demo[1], "before")
+    assert all(status == "OPEN" for status, _ in found.values())
+    assert "ssh root@ with the injected key: uid 0 shell" in found["root-login"][1]
+    assert "amiprobe: sudo -n gives root" in found["sudo"][1]
+    assert "admin: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    for channel in ("script", "boothook", "bootcmd", "runcmd", "write_files"):
+        assert f"{channel} ran as root" in found["user-data"][1]
+    assert "root=LABEL=cloudimg-rootfs also matches the decoy" in found["label-boot"][1]
+
+
+@pytest.mark.vm
+def test_demo_evidence_after_proves_each_vector_closed(demo):
+    found = evidence(demo[1], "after")
+    assert all(status == "CLOSED" for status, _ in found.values()), found
+    assert "admin: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    assert "refused to boot" in found["label-boot"][1]
+    assert "no user-data channel ran" in found["user-data"][1]
