@@ -48,7 +48,10 @@ def hardened_image(tmp_path_factory, lab_image, traps_image):
     def make(variant: str = "debian", profile: str = "marketplace"):
         if (variant, profile) not in made:
             dest = directory / f"{variant}-{profile}.qcow2"
-            harden_copy(sources[variant], dest, profile=profile, log_path=directory / f"{variant}-{profile}.log")
+            log = directory / f"{variant}-{profile}.log"
+            result = harden_copy(sources[variant], dest, profile=profile, log_path=log)
+            assert result.failed == 0 and result.unreachable == 0, f"hardening {variant} failed; see {log}"
+            assert result.changed > 0, f"hardening {variant} changed nothing; see {log}"
             made[variant, profile] = dest
         return made[variant, profile]
 

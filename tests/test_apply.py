@@ -1,4 +1,4 @@
-"""`ami-harden apply` against a real lab instance: check mode, apply, re-apply, reboot; bad input."""
+"""`ami-harden apply` against real lab instances: check mode, the state after apply, re-apply, reboot; bad input."""
 
 from __future__ import annotations
 
@@ -110,38 +110,49 @@ def test_check_mode_changes_nothing_on_a_fresh_instance(instance):
     assert run_ok(instance, SNAPSHOT) == before
 
 
+@pytest.fixture(scope="module")
+def hardened(hardened_image):
+    """The marketplace copy of the traps image (first applied by the session's fixture), booted as a new instance."""
+    with boot_instance(hardened_image("traps", "marketplace")) as vm:
+        vm.wait_for_cloud_init()
+        yield vm
+
+
 @pytest.mark.vm
-def test_marketplace_apply_then_reapply_changes_nothing(instance):
-    first = apply(instance.target, progress=print)
-    assert first.failed == 0 and first.changed > 0
-    grants = run_ok(instance, GRANTS).strip().splitlines()
+def test_effective_state_after_apply_and_a_new_instance(hardened):
+    grants = run_ok(hardened, GRANTS).strip().splitlines()
     assert grants == ["root: (ALL : ALL) ALL", "admin: (ALL) NOPASSWD: ALL"]
-    sshd = run_ok(instance, "sudo -n sshd -T -C user=root,host=x,addr=192.0.2.1").splitlines()
+    sshd = run_ok(hardened, "sudo -n sshd -T -C user=root,host=x,addr=192.0.2.1").splitlines()
     for line in ("permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no",
                  "permitemptypasswords no", "authorizedkeyscommand none"):
         assert line in sshd
-    assert "root=UUID=" in run_ok(instance, "sudo -n grep -m1 -E '^\\s+linux\\s' /boot/grub/grub.cfg")
-    assert run_ok(instance, "findmnt --fstab -no SOURCE /").startswith("UUID=")
-    second = apply(instance.target, progress=print)
-    assert second.failed == 0
-    assert second.changed == 0, f"second run changed {second.changed} tasks; see {second.log_path}"
-
-
-@pytest.mark.vm
-def test_hardened_instance_reboots_by_uuid(instance):
-    run_ok(instance, "sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'")
-    instance.close_ssh()
-    time.sleep(20)
-    instance.wait_for_ssh()
-    cmdline = run_ok(instance, "cat /proc/cmdline")
-    uuid = run_ok(instance, "findmnt -no UUID /").strip()
-    assert f"root=UUID={uuid}" in cmdline
-    run_ok(instance, "sudo -n cloud-init status --wait")
-    merged = json.loads(run_ok(instance, MERGED))
+    assert "root=UUID=" in run_ok(hardened, "sudo -n grep -m1 -E '^\\s+linux\\s' /boot/grub/grub.cfg")
+    assert run_ok(hardened, "findmnt --fstab -no SOURCE /").startswith("UUID=")
+    cmdline = run_ok(hardened, "cat /proc/cmdline")
+    assert f"root=UUID={run_ok(hardened, 'findmnt -no UUID /').strip()}" in cmdline
+    merged = json.loads(run_ok(hardened, MERGED))
     assert merged["allow_userdata"] is False and merged["disable_root"] is True and merged["ssh_pwauth"] is False
     assert merged["vendor_data"]["enabled"] is False and merged["vendor_data2"]["enabled"] is False
     assert not {"scripts_user", "scripts-user", "runcmd"} & {str(m) for m in merged["cloud_final_modules"]}
-    assert run_ok(instance, "sudo -n lsinitramfs /boot/initrd.img-$(uname -r) | grep -c ami-root-unique").strip() != "0"
+    assert run_ok(hardened, "sudo -n lsinitramfs /boot/initrd.img-$(uname -r) | grep -c ami-root-unique").strip() != "0"
+
+
+@pytest.mark.vm
+def test_reapply_on_the_new_instance_changes_nothing(hardened):
+    again = apply(hardened.target, progress=print)
+    assert again.failed == 0
+    assert again.changed == 0, f"a second apply changed {again.changed} tasks; see {again.log_path}"
+
+
+@pytest.mark.vm
+def test_hardened_instance_reboots_by_uuid(hardened):
+    run_ok(hardened, "sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'")
+    hardened.close_ssh()
+    time.sleep(20)
+    hardened.wait_for_ssh()
+    uuid = run_ok(hardened, "findmnt -no UUID /").strip()
+    assert f"root=UUID={uuid}" in run_ok(hardened, "cat /proc/cmdline")
+    run_ok(hardened, "sudo -n cloud-init status --wait")
 
 
 @pytest.mark.vm
