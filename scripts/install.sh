@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what ami-hardening needs on a fresh Debian 12 or Ubuntu machine (as root), then the package.
+# Install what ami-hardening needs on a fresh Debian 12 or Ubuntu 24.04 machine (as root), then the package.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run as root (sudo bash scripts/install.sh): it installs apt packages, and the lab" >&2
@@ -26,6 +26,9 @@ if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.jo
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
   ln -sf "$PWD/.venv/bin/ami-harden" /usr/local/bin/ami-harden
+  echo "install.sh: installed into $PWD/.venv; ami-harden is linked into /usr/local/bin"
 else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+  echo "install.sh: installed for $(command -v python3)"
 fi
+echo "install.sh: next, ami-harden demo (about ten minutes), or ami-harden --help"
