@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hardening import packer
+from hardening.apply import require_ansible
 from hardening.errors import HardeningError
 
 AMAZON_SOURCE = "amazon-ebs.hardened"
@@ -138,13 +138,12 @@ def validate(workdir: Path, variables: Sequence[str] = (), var_files: Sequence[P
         if not re.match(r"^\w+=", variable):
             raise HardeningError(f"--var {variable!r} is not of the form NAME=VALUE")
     version = packer.packer_version()
-    if shutil.which("ansible-playbook") is None:
-        raise HardeningError("packer validate needs ansible-playbook on PATH; run scripts/install.sh first")
+    require_ansible()  # the template's ansible provisioners are prepared even for validation
     stage, problems = stage_for_validation(workdir, version)
     command = ["packer", "validate", f"-only={AMAZON_SOURCE}",
                *(f"-var-file={path.resolve()}" for path in var_files),
                *(arg for variable in variables for arg in ("-var", variable)), str(stage)]
-    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
+    env = os.environ | packer.PACKER_ENV
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env, timeout=120,
                             check=False)
     output = (result.stdout + result.stderr).strip()

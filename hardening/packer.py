@@ -33,6 +33,8 @@ LOCAL_SOURCE = "qemu.hardened"
 BUILD_TIMEOUT = float(os.environ.get("AMI_HARDEN_BUILD_TIMEOUT", "1800"))
 PROFILES = ("marketplace", "sealed")
 TIMED_OUT = 124
+# No update check (it would call out to the network) and no colour codes in the output Packer prints.
+PACKER_ENV = {"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
 CHECK_COMMAND = shlex.join([sys.executable, "-m", "hardening.cli"])
 HISTORY_FILES = (".bash_history", ".zsh_history", ".sh_history", ".ash_history", ".history",
                  ".python_history")
@@ -224,9 +226,9 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             "check_command": CHECK_COMMAND,
         }
         # PYTHONPATH: the verification step runs this checkout's ami-harden, whatever else is installed.
-        env = os.environ | {"TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"),
-                            "CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1",
-                            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = os.environ | PACKER_ENV | {"TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"),
+                                         "PYTHONPATH": python_path}
         command = packer_command(stage_template(work / "template", version), variables)
         code, lines = run_bounded(command, work, env, timeout, log)
         if crashed_before_verdict(code, lines):
