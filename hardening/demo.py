@@ -31,6 +31,11 @@ class DemoResult:
         return "\n".join(lines)
 
 
+def consoles_dir(workdir: Path, when: str) -> Path:
+    """Where the demo keeps the serial consoles of the attack `when` ("before" or "after")."""
+    return workdir / f"consoles-{when}"
+
+
 def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") -> DemoResult:
     """Build or reuse the lab image, attack it, harden a copy with `apply`, attack the copy."""
     require_qemu()
@@ -41,7 +46,7 @@ def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") ->
         stage.say(str(image))
     workdir.mkdir(parents=True, exist_ok=True)
     with progress.stage("attack before") as stage:
-        before = attack(image, profile=profile, log=stage.waiting, console_dir=workdir / "consoles-before")
+        before = attack(image, profile=profile, log=stage.waiting, console_dir=consoles_dir(workdir, "before"))
     hardened = workdir / f"hardened-{profile}.qcow2"
     apply_log = workdir / "apply.log"
     with progress.stage("apply") as stage:
@@ -51,5 +56,5 @@ def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") ->
                              progress=lambda line: line.startswith(("TASK", "changed", "fatal")) and stage.say(line))
         stage.say(result.summary())
     with progress.stage("attack after") as stage:
-        after = attack(hardened, profile=profile, log=stage.waiting, console_dir=workdir / "consoles-after")
+        after = attack(hardened, profile=profile, log=stage.waiting, console_dir=consoles_dir(workdir, "after"))
     return DemoResult(before, after, hardened, apply_log, workdir)

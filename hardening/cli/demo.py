@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hardening.demo import run_demo
+from hardening.demo import consoles_dir, run_demo
 from hardening.lab.image import cache_dir
 from hardening.progress import Progress
 from hardening.report import render
@@ -36,7 +36,7 @@ def demo_command(
     typer.echo("")
     typer.echo(f"HTML report:     {report}")
     typer.echo(f"attack reports:  {workdir / 'attack-before.json'}, {workdir / 'attack-after.json'}")
-    typer.echo(f"serial consoles: {workdir / 'consoles-before'}/, {workdir / 'consoles-after'}/")
+    typer.echo(f"serial consoles: {consoles_dir(workdir, 'before')}/, {consoles_dir(workdir, 'after')}/")
     typer.echo(f"apply log:       {result.apply_log}")
     typer.echo(f"hardened image:  {result.hardened_image}")
     raise typer.Exit(result.after.exit_code)
