@@ -20,7 +20,7 @@ def demo_command(
     """Attack the vulnerable lab image, harden a copy with `apply` over SSH, attack it again.
 
     Ends with a before/after table per vector and the path of an HTML report. Needs root (the lab
-    image is built with loop devices) and takes about ten minutes under QEMU without KVM.
+    image is built with loop devices) and takes about seven minutes under QEMU without KVM.
 
     Example: sudo ami-harden demo --workdir /tmp/ami-demo
     """
