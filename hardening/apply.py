@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from hardening import ssh
-from hardening.catalog import PROFILES, control, controls
+from hardening.catalog import control, controls, require_profile
 from hardening.errors import HardeningError
 from hardening.target import Target
 
@@ -132,8 +132,7 @@ def apply(target: Target | str | Path, profile: str = "marketplace", admin_user:
     `skip`/`only` take control ids (ROOT-01 ...); the preflight role always runs. `progress` receives
     ansible-playbook's output line by line (changed and failed tasks; ok and skipped ones are hidden).
     """
-    if profile not in PROFILES:
-        raise HardeningError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    require_profile(profile)
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError(SEALED_WARNING)
     tags, switched_off = selection(skip, only)

@@ -14,6 +14,12 @@ CATALOG_PATH = Path(__file__).with_name("catalog.yml")
 PROFILES = ("marketplace", "sealed")
 
 
+def require_profile(profile: str) -> None:
+    """HardeningError unless `profile` is one of PROFILES."""
+    if profile not in PROFILES:
+        raise HardeningError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+
+
 @dataclass(frozen=True)
 class Control:
     """One hardening control as the catalog describes it."""

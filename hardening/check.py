@@ -73,8 +73,7 @@ def resolve_target(spec: str, key: str | Path | None = None) -> Target | Path:
 def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_user: str | None = None,
                controls: Iterable[str] | None = None) -> CheckReport:
     """Check a live target over SSH (with sudo), a mounted root directory or a disk image (as root)."""
-    if profile not in catalog.PROFILES:
-        raise HardeningError(f"unknown profile {profile!r}; choose one of {', '.join(catalog.PROFILES)}")
+    catalog.require_profile(profile)
     chosen = {catalog.control(item).id for item in controls} if controls else None
     wanted = [control for control in catalog.controls() if chosen is None or control.id in chosen]
     if profile == "sealed":

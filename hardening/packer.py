@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from hardening.apply import selection
-from hardening.catalog import control
+from hardening.catalog import control, require_profile
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format, mounted_root
 
@@ -31,7 +31,6 @@ PLAYBOOK_DIR = REPO / "playbooks"
 PLUGINS_FILE = "plugins.pkr.hcl"
 LOCAL_SOURCE = "qemu.hardened"
 BUILD_TIMEOUT = float(os.environ.get("AMI_HARDEN_BUILD_TIMEOUT", "1800"))
-PROFILES = ("marketplace", "sealed")
 TIMED_OUT = 124
 # No update check (it would call out to the network) and no colour codes in the output Packer prints.
 PACKER_ENV = {"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
@@ -189,8 +188,7 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
     passes. Raises HardeningError on bad input and BuildFailed when the build or the check fails.
     """
     base = Path(base).resolve()
-    if profile not in PROFILES:
-        raise HardeningError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    require_profile(profile)
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError("the sealed profile leaves nobody with sudo and breaks AWS Marketplace policy; "
                              "confirm it (--confirm-sealed)")

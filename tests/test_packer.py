@@ -18,7 +18,7 @@ POWEROFF_TRIGGER = "/dev/shm/ami-hardening-poweroff"  # local.poweroff_trigger i
 
 
 def run_packer(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
+    env = os.environ | packer.PACKER_ENV
     return subprocess.run(["packer", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
                           check=False)
 

@@ -17,6 +17,7 @@ from hardening import ssh
 from hardening.attack import payloads
 from hardening.attack.console import try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
+from hardening.catalog import require_profile
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format
 from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key, require_qemu
@@ -24,7 +25,6 @@ from hardening.report import Document
 from hardening.target import Target
 
 VECTORS = ("root-login", "sudo", "user-data", "label-boot")
-PROFILES = ("marketplace", "sealed")
 OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
 ATTACKS = {
     "root-login": "SSH as root with the key pair and a user-data password; the serial console",
@@ -311,8 +311,7 @@ def attack(image: Path, profile: str = "marketplace", admin_user: str = "admin",
            log: Callable[[str], None] = lambda message: None, console_dir: Path | None = None) -> AttackReport:
     """Attack `image` (qcow2 or raw, never modified) and return the verdict per vector; with
     `console_dir`, keep each boot's serial console log there."""
-    if profile not in PROFILES:
-        raise HardeningError(f"unknown profile {profile!r}; choose marketplace or sealed")
+    require_profile(profile)
     image = Path(image)
     image_format(image)
     require_qemu()
