@@ -39,7 +39,7 @@ def main(checks: int = 5) -> None:
             times.append(time.monotonic() - started)
         rows.append((f"check of the hardened instance ({checks} runs)",
                      f"median {statistics.median(times):.1f} s, range {min(times):.1f}-{max(times):.1f} s; "
-                     f"passed: {after.passed()}"))
+                     f"passed: {after.passed}"))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## Hardening — {stamp}", f"Host: {os.cpu_count()} cores; target: a lab instance under QEMU TCG.",
              "", "| what | result |", "|---|---|", *(f"| {what} | {value} |" for what, value in rows)]

@@ -46,14 +46,20 @@ def offline(host) -> bool:
 
 
 @pytest.fixture(scope="module")
-def admin_user(host, pytestconfig: pytest.Config, profile: str) -> str | None:
-    """The admin user of the marketplace profile (None when sealed)."""
+def account(host, pytestconfig: pytest.Config) -> str | None:
+    """The admin account under either profile (--admin-user, else the SSH user): the one login that may
+    hold a key; under sealed it holds no sudo. None for an offline check that names none."""
+    return pytestconfig.getoption("admin_user") or getattr(getattr(host.backend, "host", None), "user", None)
+
+
+@pytest.fixture(scope="module")
+def admin_user(account: str | None, profile: str) -> str | None:
+    """The admin user of the marketplace profile, the one account allowed sudo (None when sealed)."""
     if profile == "sealed":
         return None
-    user = pytestconfig.getoption("admin_user") or getattr(getattr(host.backend, "host", None), "user", None)
-    if not user:
+    if not account:
         pytest.fail("--admin-user is required: the connection names no SSH user")
-    return user
+    return account
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +68,14 @@ def _facts_by_host() -> dict[str, Facts]:
 
 
 @pytest.fixture(scope="module")
-def facts(host, offline: bool, admin_user: str | None, _facts_by_host: dict[str, Facts]) -> Facts:
+def facts(host, offline: bool, account: str | None, _facts_by_host: dict[str, Facts]) -> Facts:
     """Every fact of the host, gathered once per host by one shell command."""
     key = host.backend.get_pytest_id()
     if key not in _facts_by_host:
-        result = host.run(gather_script(offline, admin_user))
+        result = host.run(gather_script(offline, account))
         if result.rc != 0 or "@@AMI@@" not in result.stdout:
             pytest.fail(f"gathering facts failed (exit {result.rc}): {result.stderr.strip()[:500]}")
-        _facts_by_host[key] = Facts.from_output(result.stdout, offline, admin_user)
+        _facts_by_host[key] = Facts.from_output(result.stdout, offline, account)
     return _facts_by_host[key]
 
 

@@ -1,8 +1,23 @@
-"""Vector root-login: nobody logs in as root, by SSH, password, key, cloud-init or console."""
+"""Vector root-login: nobody logs in as root, by SSH, password, key, cloud-init, console or boot loader."""
+
+import importlib.util
+import re
 
 import pytest
+import yaml
+
+from hardening.apply import PLAYBOOKS
 
 _CLOUD_INIT_BLOCK = "Please login as the user"
+# The root-login role's definitions are the checks' too: what a password-less getty looks like, and
+# what a locked, hidden boot menu is (the filter the role asserts grub.cfg with).
+_ROLE = PLAYBOOKS / "roles" / "ami_hardening_root_login"
+_GETTY_SHELL = re.compile(yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())
+                          ["ami_hardening_root_login_getty_shell_regexp"])
+_GRUB_SUPERUSER = yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())["ami_hardening_root_login_grub_superuser"]
+_spec = importlib.util.spec_from_file_location("ami_hardening_grub_menu", _ROLE / "filter_plugins" / "grub_menu.py")
+_grub_menu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_grub_menu)
 
 
 def _setting(facts, keyword: str, who: str = "") -> str:
@@ -94,11 +109,15 @@ def test_cloud_init_disables_root(facts, evidence):
 
 
 @pytest.mark.control("ROOT-06")
-def test_no_autologin_getty(facts, evidence):
-    lines = facts.autologin_lines
-    message = evidence("autologin getty: " + "; ".join(lines) if lines
-                       else "no getty unit or drop-in uses --autologin")
-    assert not lines, message
+def test_no_getty_without_login(facts, evidence):
+    lines = [line for line in facts.getty_lines if _GETTY_SHELL.search(line.split(":", 2)[-1])]
+    problems = [f"getty without a password: {line}" for line in lines]
+    if facts.debug_shell.startswith("enabled"):
+        problems.append(f"debug-shell.service is {facts.debug_shell} (a root shell on tty9)")
+    message = evidence("; ".join(problems) if problems else
+                       f"none of {len(facts.getty_lines)} getty/console ExecStart lines logs in without a password; "
+                       f"debug-shell.service {facts.debug_shell}")
+    assert not problems, message
 
 
 @pytest.mark.control("ROOT-07")
@@ -110,3 +129,51 @@ def test_no_authorized_keys_command(facts, evidence):
     problems += [f"sshd started with it: {line}" for line in facts.sshd_unit_commands]
     message = evidence("; ".join(problems) or "sshd -T: authorizedkeyscommand none; no unit passes one")
     assert not problems, message
+
+
+def _menus(facts) -> dict[str, str]:
+    """Each grub.cfg that has menu entries (the ESP's stub has none), as the lines gathered from it."""
+    found = {}
+    for path, lines in facts.grub_cfg.items():
+        text = "\n".join(line.partition(":")[2] for line in lines)
+        if re.search(r"^\s*menuentry\s", text, re.M):
+            found[path] = text
+    return found
+
+
+def _menu_verdict(facts, evidence, superuser: str | None, hidden: bool, fine: str) -> None:
+    menus = _menus(facts)
+    if not menus and facts.bls_options:
+        pytest.skip("BLS entries only: judged from grub.cfg's menu, which has none here")
+    problems = [f"{path}: {problem}" for path, text in menus.items()
+                for problem in _grub_menu.menu_problems(text, superuser, hidden)]
+    if not menus:
+        problems.append("no grub.cfg with menu entries found")
+    message = evidence("; ".join(problems) if problems else f"{', '.join(menus)}: {fine}")
+    assert not problems, message
+
+
+@pytest.mark.control("ROOT-08")
+def test_boot_loader_editor_needs_a_superuser(facts, evidence):
+    superuser = "root" if any("/grub2/" in path for path in _menus(facts)) else _GRUB_SUPERUSER
+    _menu_verdict(facts, evidence, superuser, hidden=False,
+                  fine=f"the menu editor and command line need superuser {superuser!r} (PBKDF2 password); "
+                       "the default entry boots unattended (--unrestricted)")
+
+
+@pytest.mark.control("ROOT-09")
+def test_boot_menu_hidden_without_timeout(facts, evidence):
+    _menu_verdict(facts, evidence, None, hidden=True, fine="every timeout is 0, also after an unclean stop")
+
+
+@pytest.mark.control("ROOT-10")
+def test_no_other_account_has_authorized_keys(facts, evidence):
+    allowed = {"root", *([facts.admin_user] if facts.admin_user else [])}
+    found = {user: files for user, files in facts.account_keys.items()
+             if user not in allowed and any(lines for lines in files.values())}
+    described = "; ".join(f"{user}: {path} ({len(lines)} key(s))" for user, files in sorted(found.items())
+                          for path, lines in files.items() if lines)
+    keeper = f"the admin {facts.admin_user!r}" if facts.admin_user else "nobody (no admin named)"
+    message = evidence(f"pre-seeded keys of other accounts: {described}" if found else
+                       f"no account but root (ROOT-04) and {keeper} has an authorized key")
+    assert not found, message

@@ -1,10 +1,11 @@
-"""Vector sudo: effective grants, sudo policy, cloud-init's default-user rule, pkexec, SSM."""
+"""Vector sudo: effective grants, sudo policy, cloud-init's default-user rule, pkexec, SSM, root-equivalent
+groups."""
 
 import pytest
+import yaml
 
+from hardening.apply import PLAYBOOKS
 from hardening.facts import polkit_admin_rule
-
-_ENABLED = {"enabled", "enabled-runtime", "alias", "generated", "indirect", "linked", "linked-runtime"}
 
 
 def _grants_sudo(value) -> bool:
@@ -123,7 +124,28 @@ def test_pkexec_admin_identity(facts, profile, admin_user, evidence):
 
 @pytest.mark.control("SUDO-05")
 def test_ssm_agent_disabled(facts, evidence):
-    enabled = [f"{unit} is {state}" for unit, state in facts.ssm_units.items() if state.split()[0] in _ENABLED]
-    problems = enabled + [f"{path} exists (ssm-user sudo rule)" for path in facts.ssm_sudoers]
-    message = evidence("; ".join(problems) or "no amazon-ssm-agent unit enabled; no ssm-user sudoers rule")
+    # Masked, not just disabled: an upgrade of the agent's package enables a disabled unit again.
+    unmasked = [f"{unit} is {state}, not masked" for unit, state in facts.ssm_units.items()
+                if state.split()[0] != "masked"]
+    problems = unmasked + [f"{path} exists (ssm-user sudo rule)" for path in facts.ssm_sudoers]
+    message = evidence("; ".join(problems) or "every amazon-ssm-agent unit is masked (or absent); "
+                                               "no ssm-user sudoers rule")
     assert not problems, message
+
+
+# The sudo role's documented default is the one list of groups that are root by another name.
+_SUDO_DEFAULTS = PLAYBOOKS / "roles" / "ami_hardening_sudo" / "defaults" / "main.yml"
+ROOT_GROUPS = tuple(yaml.safe_load(_SUDO_DEFAULTS.read_text())["ami_hardening_sudo_root_groups"])
+
+
+@pytest.mark.control("SUDO-06")
+def test_no_account_in_root_equivalent_groups(facts, admin_user, evidence):
+    # Under marketplace the admin has root through sudo already; a membership adds nothing there.
+    allowed = {"root", *([admin_user] if admin_user else [])}
+    found = {group: sorted(facts.groups[group][1] - allowed) for group in ROOT_GROUPS if group in facts.groups}
+    found = {group: members for group, members in found.items() if members}
+    present = [group for group in ROOT_GROUPS if group in facts.groups]
+    message = evidence("root by another name: " + "; ".join(f"{g}: {', '.join(m)}" for g, m in found.items())
+                       if found else f"no account but {' and '.join(sorted(allowed))} in "
+                                     f"{', '.join(present) or 'any of ' + ', '.join(ROOT_GROUPS)}")
+    assert not found, message

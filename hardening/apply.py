@@ -88,6 +88,15 @@ def inventory_for(target: Target | str | Path) -> dict | Path:
     return path
 
 
+def ansible_strategy_env() -> dict[str, str]:
+    """Run plays with Mitogen's strategy: one Python interpreter per host kept across tasks, instead of a
+    new one for each (a task costs a second or two less; several seconds on an emulated instance)."""
+    import ansible_mitogen
+
+    plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
 def default_log_path() -> Path:
     """A fresh log file under ~/.cache/ami-harden/logs."""
     directory = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ami-harden" / "logs"
@@ -164,7 +173,7 @@ def _run(command: list[str], log_path: Path, check: bool,
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
            "ANSIBLE_DISPLAY_OK_HOSTS": "False", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True"}
+           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True", **ansible_strategy_env()}
     result = ApplyResult(check=check, log_path=log_path)
     failures: list[str] = []
     task = ""

@@ -76,8 +76,6 @@ def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_
     catalog.require_profile(profile)
     chosen = {catalog.control(item).id for item in controls} if controls else None
     wanted = [control for control in catalog.controls() if chosen is None or control.id in chosen]
-    if profile == "sealed":
-        admin_user = None
     if isinstance(target, Target):
         os_name = _live_preflight(target)
         args = [f"--hosts={target.testinfra_url}", "--sudo"]

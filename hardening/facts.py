@@ -33,16 +33,19 @@ sshd_t() {
     sshd -T "$@"
   fi
 }
-root_keys() {
-  home=$(getent passwd root | cut -d: -f6); home=${home:-/root}
+account_keys() {
+  # Every account's authorized keys where sshd looks for them (AuthorizedKeysFile, %h and %u expanded).
   spec=$(printf '%s\n' "$ROOT_SSHD" | awk '$1 == "authorizedkeysfile" { for (i = 2; i <= NF; i++) print $i }')
-  for k in ${spec:-.ssh/authorized_keys .ssh/authorized_keys2}; do
-    [ "$k" = none ] && continue
-    k=$(printf '%s' "$k" | sed -e "s|%h|$home|g" -e 's|%u|root|g' -e 's|%%|%|g')
-    case $k in /*) ;; *) k=$home/$k ;; esac
-    [ -f "$k" ] || continue
-    printf '@@FILE@@ %s\n' "$k"
-    grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$k"
+  getent passwd | while IFS=: read -r user _ _ _ _ home _; do
+    [ "$user" = root ] && home=${home:-/root}
+    for k in ${spec:-.ssh/authorized_keys .ssh/authorized_keys2}; do
+      [ "$k" = none ] && continue
+      k=$(printf '%s' "$k" | sed -e "s|%h|$home|g" -e "s|%u|$user|g" -e 's|%%|%|g')
+      case $k in /*) ;; *) k=$home/$k ;; esac
+      [ -f "$k" ] || continue
+      printf '@@FILE@@ %s %s\n' "$user" "$k"
+      grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$k"
+    done
   done
   return 0
 }
@@ -61,17 +64,22 @@ shadow() {
     else if (s ~ /^\$/ || (length(s) == 13 && s ~ /^[.\/0-9A-Za-z]+$/)) t = "hash"
     print $1 ":" t }' /etc/shadow
 }
-autologin() {
+gettys() {
+  # How every getty and console unit starts (drop-ins included), and whether the debug shell is on.
   dirs="/etc/systemd /run/systemd/system /usr/lib/systemd/system"
   [ -L /lib ] || dirs="$dirs /lib/systemd/system"
-  grep -rsnE -e '--autologin|getty.*[[:space:]]-a[[:space:]]' $dirs /etc/inittab
+  grep -rsnE '^[[:space:]]*ExecStart=' $dirs | grep -E '^[^:]*(getty|console)[^:]*:'
+  grep -snE '^[^#].*getty' /etc/inittab
+  printf '@@DEBUG_SHELL@@ %s\n' "$(systemctl is-enabled debug-shell.service 2>&1 | tail -n 1)"
   return 0
 }
 grub_cfg() {
   for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/efi/EFI/*/grub.cfg; do
     [ -f "$f" ] || continue
     printf '@@FILE@@ %s\n' "$f"
-    grep -nE '^[[:space:]]*(linux|linux16|linuxefi|search|search\.[a-z_]+)[[:space:]]' "$f"
+    pattern='^[[:space:]]*(linux|linux16|linuxefi|search|search\.[a-z_]+|menuentry|password|password_pbkdf2)[[:space:]]'
+    grep -nE "$pattern|set (superusers|timeout)=" "$f" |
+      sed -E 's/^([0-9]+:[[:space:]]*password(_pbkdf2)?[[:space:]]+[^[:space:]]+[[:space:]]+)[^[:space:]]+/\1(hash)/'
   done
   return 0
 }
@@ -158,13 +166,13 @@ printf '@@AMI@@ sshd-root\n%s\n@@RC@@ %s\n' "$ROOT_SSHD" "$rc"
 [ -n "$ADMIN" ] && run sshd-admin sshd_t -C "user=$ADMIN,host=localhost,addr=127.0.0.1"
 run sshd-files files /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*
 run sshd-units grep -rsHn AuthorizedKeysCommand /etc/systemd/system /run/systemd/system /usr/lib/systemd/system
-run root-keys root_keys
+run account-keys account_keys
 run passwd getent passwd
 run group getent group
 run shadow shadow
 run sudoers-groups grep -sHnE '^[[:space:]]*%' /etc/sudoers /etc/sudoers.d/*
 run cloud-files files /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg /run/cloud-init/cloud.cfg
-run autologin autologin
+run gettys gettys
 [ "$OFFLINE" = 1 ] || run cmdline printf '%s\n' "$CMDLINE"
 run grub-cfg grub_cfg
 run bls bls
@@ -338,8 +346,13 @@ class Facts:
         return self.section("sshd").rc != 127
 
     def sshd(self, who: str = "") -> dict[str, str]:
-        """Effective sshd settings: global (`who` empty), or for a connection by user `who`."""
-        name = f"sshd-{who}" if who else "sshd"
+        """Effective sshd settings: global (`who` empty), or for a connection by `root` or the admin user."""
+        sections = {"": "sshd", "root": "sshd-root"}
+        if self.admin_user:
+            sections[self.admin_user] = "sshd-admin"
+        if who not in sections:
+            raise ValueError(f"sshd settings were gathered for root and the admin user only, not {who!r}")
+        name = sections[who]
         return sshd_settings(self.section(name).text) if self.section(name).rc == 0 else {}
 
     def sshd_error(self) -> str | None:
@@ -388,8 +401,17 @@ class Facts:
         return dict(line.split(":", 1) for line in self.section("shadow").lines if ":" in line)
 
     @cached_property
+    def account_keys(self) -> dict[str, dict[str, list[str]]]:
+        """Account -> its authorized keys files (where sshd looks) -> their key lines."""
+        found: dict[str, dict[str, list[str]]] = {}
+        for header, lines in self.section("account-keys").blocks("FILE").items():
+            user, _, path = header.partition(" ")
+            found.setdefault(user, {})[path] = lines
+        return found
+
+    @cached_property
     def root_keys(self) -> dict[str, list[str]]:
-        return self.section("root-keys").blocks("FILE")
+        return self.account_keys.get("root", {})
 
     @cached_property
     def sudo_installed(self) -> bool:
@@ -450,8 +472,15 @@ class Facts:
 
     # --- boot -------------------------------------------------------------------------------
     @cached_property
-    def autologin_lines(self) -> list[str]:
-        return self.section("autologin").lines
+    def getty_lines(self) -> list[str]:
+        """`file:line:ExecStart=...` of every getty and console unit and drop-in (and inittab's gettys)."""
+        return [line for line in self.section("gettys").lines if not line.startswith("@@")]
+
+    @cached_property
+    def debug_shell(self) -> str:
+        """`systemctl is-enabled debug-shell.service` (masked, disabled, enabled, ...)."""
+        lines = self.section("gettys").lines
+        return next((line.split(" ", 1)[1] for line in lines if line.startswith("@@DEBUG_SHELL@@ ")), "unknown")
 
     @cached_property
     def cmdline(self) -> str | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from hardening.apply import selection
+from hardening.apply import ansible_strategy_env, selection
 from hardening.catalog import control, require_profile
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format, mounted_root
@@ -225,8 +225,8 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
         }
         # PYTHONPATH: the verification step runs this checkout's ami-harden, whatever else is installed.
         python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = os.environ | PACKER_ENV | {"TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"),
-                                         "PYTHONPATH": python_path}
+        env = os.environ | PACKER_ENV | ansible_strategy_env() | {
+            "TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"), "PYTHONPATH": python_path}
         command = packer_command(stage_template(work / "template", version), variables)
         code, lines = run_bounded(command, work, env, timeout, log)
         if crashed_before_verdict(code, lines):

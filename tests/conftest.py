@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from hardening.lab.image import ensure_image
+from hardening.lab.image import VARIANTS, ensure_image
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def lab_image():
 
 @pytest.fixture(scope="session")
 def traps_image():
-    """The lab image with an sshd drop-in allowing root, NOPASSWD in the main sudoers, console autologin."""
+    """The lab image with leftovers that override by drop-in order, a waiting boot menu and admin `ec2-user`."""
     return ensure_image("traps")
 
 
@@ -49,7 +49,7 @@ def hardened_image(tmp_path_factory, lab_image, traps_image):
         if (variant, profile) not in made:
             dest = directory / f"{variant}-{profile}.qcow2"
             log = directory / f"{variant}-{profile}.log"
-            result = harden_copy(sources[variant], dest, profile=profile, log_path=log)
+            result = harden_copy(sources[variant], dest, profile=profile, log_path=log, user=VARIANTS[variant])
             assert result.failed == 0 and result.unreachable == 0, f"hardening {variant} failed; see {log}"
             assert result.changed > 0, f"hardening {variant} changed nothing; see {log}"
             made[variant, profile] = dest

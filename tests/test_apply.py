@@ -11,6 +11,7 @@ import pytest
 
 from hardening.apply import _failure_message, apply, selection
 from hardening.catalog import control
+from hardening.lab.image import VARIANTS
 from hardening.lab.vm import boot_instance, free_port
 
 SNAPSHOT = (
@@ -43,7 +44,7 @@ def test_skip_switches_a_control_off_and_only_selects_its_tags():
     assert tags == [] and off == {"ami_hardening_label_boot_initramfs_guard_enabled": False}
     tags, off = selection(only=["ROOT-01", "SUDO-01"])
     assert tags == ["root_01", "sudo_01"]
-    assert len(off) == 19 and not any(off.values())
+    assert len(off) == 23 and not any(off.values())
     assert control("ROOT-01").variable not in off and control("SUDO-01").variable not in off
 
 
@@ -114,7 +115,7 @@ def test_check_mode_changes_nothing_on_a_fresh_instance(instance):
 @pytest.fixture(scope="module")
 def hardened(hardened_image):
     """The marketplace copy of the traps image (first applied by the session's fixture), booted as a new instance."""
-    with boot_instance(hardened_image("traps", "marketplace")) as vm:
+    with boot_instance(hardened_image("traps", "marketplace"), user=VARIANTS["traps"]) as vm:
         vm.wait_for_cloud_init()
         yield vm
 
@@ -122,11 +123,22 @@ def hardened(hardened_image):
 @pytest.mark.vm
 def test_effective_state_after_apply_and_a_new_instance(hardened):
     grants = run_ok(hardened, GRANTS).strip().splitlines()
-    assert grants == ["root: (ALL : ALL) ALL", "admin: (ALL) NOPASSWD: ALL"]
-    sshd = run_ok(hardened, "sudo -n sshd -T -C user=root,host=x,addr=192.0.2.1").splitlines()
-    for line in ("permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no",
-                 "permitemptypasswords no", "authorizedkeyscommand none"):
-        assert line in sshd
+    assert grants == ["root: (ALL : ALL) ALL", "ec2-user: (ALL) NOPASSWD: ALL"]
+    for user in ("root", "deploy"):  # the traps' 00-access.conf sorts first and has a Match User deploy
+        sshd = run_ok(hardened, f"sudo -n sshd -T -C user={user},host=x,addr=192.0.2.1").splitlines()
+        for line in ("permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no",
+                     "permitemptypasswords no", "authorizedkeyscommand none"):
+            assert line in sshd
+    assert "# ami-hardening ROOT-01: set elsewhere by ami-hardening: PermitRootLogin yes" in run_ok(
+        hardened, "cat /etc/ssh/sshd_config.d/00-access.conf")
+    grub = run_ok(hardened, "sudo -n grep -E '^(set superusers|password_pbkdf2|menuentry)|set timeout=' "
+                            "/boot/grub/grub.cfg")
+    assert 'set superusers="ami-hardening"' in grub and "password_pbkdf2 ami-hardening grub.pbkdf2.sha512." in grub
+    assert set(re.findall(r"set timeout=(\S+)", grub)) == {"0"}
+    assert all("--unrestricted" in line for line in grub.splitlines() if line.startswith("menuentry "))
+    assert run_ok(hardened, "getent group disk").strip().endswith(":")
+    assert run_ok(hardened, "sudo -n sh -c 'ls -A /home/deploy/.ssh; systemctl is-enabled debug-shell.service || "
+                            "true'").split() == ["masked"]
     assert "root=UUID=" in run_ok(hardened, "sudo -n grep -m1 -E '^\\s+linux\\s' /boot/grub/grub.cfg")
     assert run_ok(hardened, "findmnt --fstab -no SOURCE /").startswith("UUID=")
     cmdline = run_ok(hardened, "cat /proc/cmdline")
@@ -154,7 +166,7 @@ def test_reapply_on_the_new_instance_changes_nothing_but_cloud_inits_root_key(ha
     """A new instance's cloud-init writes the key pair for root behind disable_root's refusal (ROOT-04 accepts
     it live); the role empties the file again, and that is all a second apply changes."""
     root_keys = run_ok(hardened, "sudo -n cat /root/.ssh/authorized_keys").strip().splitlines()
-    assert root_keys and all('command="echo \'Please login as the user \\"admin\\"' in key for key in root_keys)
+    assert root_keys and all('command="echo \'Please login as the user \\"ec2-user\\"' in key for key in root_keys)
     lines: list[str] = []
     again = apply(hardened.target, progress=lines.append)
     assert again.failed == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+from hardening.attack.bootmenu import default_entry, with_shell
+
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
     return subprocess.run(["ami-harden", *args], capture_output=True, text=True, timeout=timeout, env=env,
@@ -52,3 +54,39 @@ def test_qemu_absent_is_one_clear_line(lab_image, tmp_path):
     result = subprocess.run([subprocess.sys.executable, "-m", "hardening.cli", "attack", str(lab_image)],
                             capture_output=True, text=True, env=env, timeout=600, check=False)
     assert_one_line_error(result, "qemu-system-x86_64 is missing")
+
+
+DEBIAN_ENTRY = """\
+menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os $menuentry_id_option 'x' {
+\tload_video
+\tinsmod gzio
+\tif [ x$grub_platform = xxen ]; then insmod xzio; insmod lzopio; fi
+\tinsmod part_msdos
+\tinsmod ext2
+\tset root='hd0,msdos1'
+\tif [ x$feature_platform_search_hint = xy ]; then
+\t  search --no-floppy --fs-uuid --set=root --hint-bios=hd0,msdos1 4815c451
+\telse
+\t  search --no-floppy --fs-uuid --set=root 4815c451
+\tfi
+\techo\t'Loading Linux 6.1.0-28-cloud-amd64 ...'
+\tlinux\t/boot/vmlinuz-6.1.0-28-cloud-amd64 root=LABEL=cloudimg-rootfs ro quiet console=ttyS0,115200
+\techo\t'Loading initial ramdisk ...'
+\tinitrd\t/boot/initrd.img-6.1.0-28-cloud-amd64
+}
+menuentry 'second' {
+\tlinux /boot/other
+}
+"""
+
+
+def test_boot_menu_probe_types_the_default_entry_with_a_shell_as_init():
+    commands = default_entry("set default=0\n" + DEBIAN_ENTRY)
+    assert commands == ["insmod gzio", "insmod part_msdos", "insmod ext2", "set root='hd0,msdos1'",
+                        "linux\t/boot/vmlinuz-6.1.0-28-cloud-amd64 root=LABEL=cloudimg-rootfs ro quiet "
+                        "console=ttyS0,115200",
+                        "initrd\t/boot/initrd.img-6.1.0-28-cloud-amd64"]
+    typed = with_shell(commands, "init=/bin/sh")
+    assert typed[-1] == "boot" and typed[-3] == ("linux /boot/vmlinuz-6.1.0-28-cloud-amd64 root=LABEL=cloudimg-rootfs "
+                                                "ro console=ttyS0,115200 init=/bin/sh")
+    assert default_entry("no menu here\n") == []

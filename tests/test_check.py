@@ -16,14 +16,15 @@ import xmlschema
 from hardening import catalog
 from hardening.check import CHECKS_DIR
 from hardening.lab.disk import mounted_root
+from hardening.lab.image import VARIANTS
 from hardening.lab.vm import boot_instance
 
 XSD = Path(__file__).parent / "data" / "junit-jenkins.xsd"
 # What the vulnerable lab image (Debian's cloud defaults, root found by LABEL) fails and passes.
-LAB_FAILS = {"ROOT-01", "ROOT-02", "SUDO-02", "USER-01", "USER-02", "USER-03", "USER-04",
+LAB_FAILS = {"ROOT-01", "ROOT-02", "ROOT-08", "ROOT-09", "SUDO-02", "USER-01", "USER-02", "USER-03", "USER-04",
              "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
-LAB_PASSES = {"ROOT-03", "ROOT-04", "ROOT-05", "ROOT-06", "ROOT-07", "SUDO-01", "SUDO-03", "SUDO-04", "SUDO-05",
-              "USER-05"}
+LAB_PASSES = {"ROOT-03", "ROOT-04", "ROOT-05", "ROOT-06", "ROOT-07", "ROOT-10", "SUDO-01", "SUDO-03", "SUDO-04",
+              "SUDO-05", "SUDO-06", "USER-05"}
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="offline checks chroot into the image and need root")
 
 
@@ -106,12 +107,12 @@ def test_offline_check_of_the_lab_image(lab_image):
 @pytest.mark.vm
 @needs_root
 def test_offline_check_of_the_traps_image_names_the_culprits(traps_image):
-    result = check(str(traps_image), "--admin-user", "admin", "--format", "json",
+    result = check(str(traps_image), "--admin-user", "ec2-user", "--format", "json",
                    "--only", "ROOT-01", "--only", "ROOT-06", "--only", "SUDO-03", "--profile", "marketplace")
     found = verdicts(result)
     assert list(found) == ["ROOT-01", "ROOT-06", "SUDO-03"]
     assert found["ROOT-01"]["status"] == "fail"
-    assert "permitrootlogin yes (set by /etc/ssh/sshd_config.d/50-cloud-init.conf:1)" in found["ROOT-01"]["evidence"]
+    assert "permitrootlogin yes (set by /etc/ssh/sshd_config.d/00-access.conf:1)" in found["ROOT-01"]["evidence"]
     assert found["ROOT-06"]["status"] == "fail" and "--autologin root" in found["ROOT-06"]["evidence"]
     assert found["SUDO-03"]["status"] == "pass"
     sealed = verdicts(check(str(traps_image), "--profile", "sealed", "--format", "json", "--only", "SUDO-03",
@@ -177,7 +178,7 @@ def test_live_check_of_a_lab_instance(lab_image, tmp_path):
 @pytest.mark.parametrize("profile", ["marketplace", "sealed"])
 def test_hardened_image_passes_every_control(hardened_image, profile):
     image = hardened_image("traps", profile)
-    args = ["--admin-user", "admin"] if profile == "marketplace" else []
+    args = ["--admin-user", VARIANTS["traps"]]
     result = check(str(image), "--profile", profile, "--format", "json", *args)
     found = verdicts(result)
     failing = {control: row["evidence"] for control, row in found.items() if row["status"] not in ("pass", "skipped")}

@@ -10,8 +10,10 @@ import subprocess
 import pytest
 
 from hardening.lab.hardened import writable_copy
+from hardening.lab.image import VARIANTS
 
 pytestmark = pytest.mark.vm
+ADMIN = VARIANTS["traps"]
 
 
 def attack(image, *options: str) -> dict:
@@ -31,18 +33,18 @@ def assert_all_closed(verdicts: dict) -> None:
 
 
 def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
-    verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed")
+    verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed", "--admin-user", ADMIN)
     assert_all_closed(verdicts)
-    assert "admin: sudo -n refused" in verdicts["sudo"]["evidence"]
+    assert f"{ADMIN}: sudo -n refused" in verdicts["sudo"]["evidence"]
 
 
 def test_traps_image_ends_closed_too(hardened_image, no_orphan_qemu):
-    assert_all_closed(attack(hardened_image("traps", "marketplace")))
+    assert_all_closed(attack(hardened_image("traps", "marketplace"), "--admin-user", ADMIN))
 
 
 def test_still_closed_after_update_grub_and_reboot(hardened_image, tmp_path, no_orphan_qemu):
     updated = tmp_path / "after-update-grub.qcow2"
-    with writable_copy(hardened_image("traps", "marketplace"), updated) as vm:
+    with writable_copy(hardened_image("traps", "marketplace"), updated, ADMIN) as vm:
         rc, out, err = vm.run("sudo -n update-grub && sudo -n update-initramfs -u", timeout=600)
         assert rc == 0, out + err
-    assert_all_closed(attack(updated))
+    assert_all_closed(attack(updated, "--admin-user", ADMIN))

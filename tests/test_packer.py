@@ -209,13 +209,14 @@ def test_attack_probe_finds_every_vector_closed_on_the_built_image(local_build, 
 
 
 @pytest.mark.vm
-def test_build_without_the_sudo_role_fails_at_verification(lab_image, tmp_path, no_orphan_qemu):
+def test_a_build_that_hardens_one_control_fails_at_verification(lab_image, tmp_path, no_orphan_qemu):
     lines: list[str] = []
     with pytest.raises(packer.BuildFailed) as failed:
-        packer.build_local(lab_image, tmp_path, ansible_args=["--skip-tags", "sudo"], log=lines.append)
-    # On the lab image only the admin has sudo, so skipping the role leaves the sudo policy (SUDO-02) failing.
+        packer.build_local(lab_image, tmp_path, ansible_args=["--tags", "root_01"], log=lines.append)
+    # Only ROOT-01 was applied: verification names the controls left open, and not ROOT-01.
     assert failed.value.reason.startswith("verification failed: "), failed.value
-    assert "SUDO-02" in failed.value.controls and all(c.startswith("SUDO-") for c in failed.value.controls)
+    assert {"SUDO-02", "USER-01", "LABEL-01", "ROOT-08"} <= set(failed.value.controls)
+    assert "ROOT-01" not in failed.value.controls
     assert any("VERIFICATION FAILED" in line for line in lines)
     assert not any("PLAY [Seal the instance" in line for line in lines), "the seal ran after a failed verification"
     assert not list(tmp_path.glob("*.qcow2")) and not list(tmp_path.glob(".ami-harden-build-*"))

@@ -36,6 +36,8 @@ case "$*" in
   *"-t UUID=2222"*) printf '/dev/vda1\\n/dev/vdb1\\n' ;;
   *"-t PARTUUID=3333-01"*) printf '/dev/vda1\\n/dev/vdc\\n/dev/vdd1\\n' ;;
   *"-t LABEL=cloudimg-rootfs"*) printf '/dev/vda1\\n/dev/vdb1\\n' ;;
+  *"-t UUID=5555"*) exit 4 ;;
+  *) exit 2 ;;
 esac
 """
 
@@ -63,7 +65,6 @@ def run_guard(tmp_path: Path, cmdline: str, *args: str) -> tuple[int | None, Pat
 
 @pytest.mark.parametrize("cmdline", [
     "BOOT_IMAGE=/vmlinuz root=UUID=1111 ro",
-    "root=/dev/vda1 ro",
     "ro quiet",
     "root=UUID=9999 ro",
 ])
@@ -81,12 +82,24 @@ def test_guard_boots_an_unambiguous_root(tmp_path, cmdline):
     ("root=/dev/disk/by-uuid/2222 ro", "UUID=2222", "2 devices: /dev/vda1 /dev/vdb1"),
 ])
 def test_guard_powers_off_on_an_ambiguous_root(tmp_path, cmdline, identifier, devices):
+    assert_refused(tmp_path, cmdline, f"root {identifier} is ambiguous ({devices})")
+
+
+def assert_refused(tmp_path, cmdline: str, reason: str) -> None:
+    tmp_path.mkdir(exist_ok=True)
     code, proc, dev = run_guard(tmp_path, cmdline)
     assert code is None, "the guard must never return (no initramfs shell)"
     assert (proc / "sysrq-trigger").read_text() == "o\n"
-    message = f"ami-hardening: refusing to boot: root {identifier} is ambiguous ({devices})"
+    message = f"ami-hardening: refusing to boot: {reason}"
     assert (dev / "console").read_text() == message + "\n"
     assert (dev / "kmsg").read_text() == f"<2>{message}\n"
+
+
+def test_guard_fails_closed_on_a_device_path_or_a_blkid_error(tmp_path):
+    assert_refused(tmp_path / "a", "root=/dev/vda1 ro",
+                   "root /dev/vda1 is a device path: the order of the disks, which the launcher chooses, decides")
+    assert_refused(tmp_path / "b", "root=UUID=5555 ro",
+                   "cannot count the devices carrying root UUID=5555 (blkid exit 4)")
 
 
 def test_guard_answers_initramfs_tools_prereqs(tmp_path):

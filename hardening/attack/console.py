@@ -47,7 +47,8 @@ def _last_line(screen: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _is_root_shell(console: SerialConsole) -> bool:
+def is_root_shell(console: SerialConsole) -> bool:
+    """Whether a uid-0 shell answers on the console."""
     # The arithmetic makes the answer differ from the echo of the command line itself.
     console.send("echo uid=$(id -u):$((40+2))\r")
     return "uid=0:42" in console.read_until((":42",), 5)
@@ -65,14 +66,14 @@ def try_root_shell(path: Path, password: str) -> tuple[bool, str]:
     try:
         console.send("\r")
         screen = console.read_until(("login:", "# ", "$ "), 15)
-        if not _last_line(screen).endswith("login:") and _is_root_shell(console):
+        if not _last_line(screen).endswith("login:") and is_root_shell(console):
             return True, "a root shell answered on the serial console without any login"
         console.send("root\r")
         screen = console.read_until(("Password:", "# "), 10)
         if "Password:" in screen:
             console.send(f"{password}\r")
             screen = console.read_until(("# ", "incorrect", "login:"), 15)
-        if "# " in screen and _is_root_shell(console):
+        if "# " in screen and is_root_shell(console):
             return True, "root logged in on the serial console with the password user-data set"
         return False, f"no root shell on the serial console (last line: {_last_line(screen) or '(none)'!r})"
     except OSError as error:

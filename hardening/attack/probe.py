@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,7 +16,8 @@ import paramiko
 
 from hardening import ssh
 from hardening.attack import payloads
-from hardening.attack.console import try_root_shell
+from hardening.attack.bootmenu import default_entry, probe_boot_menu
+from hardening.attack.console import SerialConsole, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.catalog import require_profile
 from hardening.errors import HardeningError
@@ -27,7 +29,8 @@ from hardening.target import Target
 VECTORS = ("root-login", "sudo", "user-data", "label-boot")
 OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
 ATTACKS = {
-    "root-login": "SSH as root with the key pair and a user-data password; the serial console",
+    "root-login": "SSH as root with the key pair and a user-data password; the serial console; the boot menu "
+                  "from power-on (command line and editor, init=/bin/sh)",
     "sudo": "sudo -n as the default user and as an account user-data created",
     "user-data": "MIME battery: #! script, boothook, bootcmd, runcmd, write_files, users, chpasswd, ssh_pwauth",
     "label-boot": "decoy volumes carrying the root's LABEL (before the disk) and LABEL+UUID (after it)",
@@ -175,6 +178,7 @@ class Probe:
             identity, same_label, same_uuid = make_decoys(self.image, work)
             root, sudo, user_data, label_first = self._hostile_boot(identity, same_label, work / "boot1")
             label_second = self._decoy_boot(identity, same_uuid, work / "boot2")
+            self._boot_menu(root, _grub_cfg(same_uuid), work / "boot3")
             self._keep_consoles(work)
         label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
         statuses = {label_first.status, label_second.status}
@@ -186,7 +190,7 @@ class Probe:
         if self.console_dir is None:
             return
         self.console_dir.mkdir(parents=True, exist_ok=True)
-        for boot in ("boot1", "boot2"):
+        for boot in ("boot1", "boot2", "boot3"):
             if (work / boot / "console.log").exists():
                 shutil.copyfile(work / boot / "console.log", self.console_dir / f"{boot}-console.log")
 
@@ -194,7 +198,8 @@ class Probe:
         self.log("boot 1: hostile user-data battery, same-label decoy attached before the real disk")
         started = time.monotonic()
         with boot_instance(self.image, user_data=payloads.battery(self.public_key), allow_reboot=False,
-                           extra_disks=[Disk(decoy, before=True)], wait=False, workdir=work) as vm:
+                           extra_disks=[Disk(decoy, before=True)], wait=False, workdir=work,
+                           user=self.admin_user) as vm:
             if not self._wait_or_refuse(vm):
                 reason = self._refusal(vm)
                 evidence = [f"boot 1 never reached SSH; console ends: {vm.tail(3)!r}"]
@@ -212,10 +217,30 @@ class Probe:
             label = self._label(facts, identity, decoy_uuid="(a new one)", boot="boot 1 (same-label decoy)")
         return root, sudo, user_data, label
 
+    def _boot_menu(self, root: Verdict, grub_cfg: str, work: Path) -> None:
+        """Boot 3: keys on the serial console from power-on; fold the outcome into the root-login verdict."""
+        self.log("boot 3: pressing ESC on the serial console from power-on, then the boot menu's command line")
+        with boot_instance(self.image, allow_reboot=False, wait=False, workdir=work, user=self.admin_user) as vm:
+            try:
+                console = SerialConsole(vm.serial_socket)
+            except OSError as error:
+                root.evidence.append(f"boot menu: serial console not reachable ({error})")
+                root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+                return
+            try:
+                menu = probe_boot_menu(console, default_entry(grub_cfg))
+            finally:
+                console.close()
+        root.evidence += [f"boot menu: {line}" for line in menu.evidence]
+        if menu.open_:
+            root.status = OPEN
+        elif not menu.known and root.status == CLOSED:
+            root.status = INCONCLUSIVE
+
     def _decoy_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> Verdict:
         self.log("boot 2: decoy with the same label and UUID attached after the real disk")
         with boot_instance(self.image, allow_reboot=False, extra_disks=[Disk(decoy)], wait=False,
-                           workdir=work) as vm:
+                           workdir=work, user=self.admin_user) as vm:
             if not self._wait_or_refuse(vm):
                 reason = self._refusal(vm)
                 if reason:
@@ -305,6 +330,13 @@ class Probe:
             return Verdict("label-boot", OPEN, evidence)
         evidence.append(f"{boot}: root={spec} does not match the decoy")
         return Verdict("label-boot", CLOSED, evidence)
+
+
+def _grub_cfg(root_filesystem: Path) -> str:
+    """/boot/grub/grub.cfg read from a copy of the image's root filesystem ('' when it has none)."""
+    result = subprocess.run(["debugfs", "-R", "cat /boot/grub/grub.cfg", str(root_filesystem)],
+                            capture_output=True, text=True, check=False)
+    return result.stdout if result.returncode == 0 else ""
 
 
 def attack(image: Path, profile: str = "marketplace", admin_user: str = "admin",

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from hardening.lab import image as lab_image
-from hardening.lab.vm import boot_instance
+from hardening.lab.vm import DEFAULT_USER, boot_instance
 
 
 class Variant(str, Enum):
@@ -30,9 +30,10 @@ lab = typer.Typer(help="Build and boot the vulnerable lab image (a local stand-i
 
 @lab.command("image")
 def image_command(
-    variant: Variant = typer.Option(Variant.debian, help="debian: as Debian's cloud images; traps: plus an "
-                                    "sshd drop-in allowing root, NOPASSWD in the main sudoers, a root autologin "
-                                    "on the serial console."),
+    variant: Variant = typer.Option(Variant.debian, help="debian: as Debian's cloud images (admin `admin`); "
+                                    "traps: admin `ec2-user`, plus leftovers that override by drop-in order "
+                                    "(sshd, cloud-init, grub defaults, sudoers), a waiting boot menu, a deploy "
+                                    "account with a key, and console autologin."),
     rebuild: bool = typer.Option(False, help="Build even when the cached image matches the recipe."),
 ) -> None:
     """Build the lab image, or reuse the cached one, and print its path as the last line.
@@ -52,6 +53,8 @@ def boot_command(
     image: Path = typer.Argument(..., help="Disk image to boot (qcow2 or raw); never modified."),
     seconds: float = typer.Option(0, "--for", help="Stop after this many seconds (0: until Ctrl-C)."),
     user_data: Path = typer.Option(None, "--user-data", help="User-data file handed to cloud-init."),
+    user: str = typer.Option(DEFAULT_USER, "--user", help="The image's default user, who receives the key pair "
+                             "(the traps variant's is ec2-user)."),
     fmt: Format = typer.Option(Format.text, "--format", help="text or json"),
 ) -> None:
     """Boot IMAGE as a new instance (copy-on-write overlay) and keep it up for a person to use.
@@ -62,7 +65,7 @@ def boot_command(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     try:
-        with boot_instance(image, user_data=data) as vm:
+        with boot_instance(image, user_data=data, user=user) as vm:
             record = vm.target.as_dict() | {"console": str(vm.console_log)}
             if fmt is Format.json:
                 typer.echo(json.dumps(record))

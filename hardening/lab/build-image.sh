@@ -1,14 +1,31 @@
 #!/usr/bin/env bash
 # Build the vulnerable lab image: a Debian 12 cloud-like disk that finds / by LABEL, as old AMIs do.
-# Usage: build-image.sh OUTPUT.qcow2 VARIANT   (VARIANT: debian | traps)
+# Usage: build-image.sh OUTPUT.qcow2 VARIANT ADMIN
+#   VARIANT: debian | traps; ADMIN: cloud-init's default user, the instance's admin.
 # Needs root, mmdebstrap, grub-pc-bin, qemu-utils, e2fsprogs, fdisk (sfdisk), util-linux.
+# Packages come from $AMI_HARDEN_MIRROR, else from the Debian mirror this host's apt uses.
 set -euo pipefail
 
 out=$1
 variant=${2:-debian}
+admin=${3:-admin}
 label=cloudimg-rootfs
 size=3G
-mirror=${AMI_HARDEN_MIRROR:-http://deb.debian.org/debian}
+
+host_mirror() {
+  local found
+  found=$({
+    grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{ print $2 }'
+    grep -hs '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+      awk '{ for (i = 2; i <= NF; i++) if ($i !~ /^\[|\]$|=/) { print $i; break } }'
+  } | grep -v -e '-security') || true
+  printf '%s\n' "$found" | sed -n 1p
+}
+mirror=${AMI_HARDEN_MIRROR:-$(host_mirror)}
+if [ -z "$mirror" ]; then
+  echo "build-image: no Debian mirror in this host's apt sources; set AMI_HARDEN_MIRROR" >&2
+  exit 2
+fi
 
 work=$(mktemp -d /var/tmp/ami-lab.XXXXXX)
 loop=""
@@ -54,12 +71,12 @@ sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' "$root/etc/locale.gen"
 echo 'LANG=en_US.UTF-8' >"$root/etc/default/locale"
 
 # cloud-init as Debian's cloud images ship it: default user with passwordless sudo.
-cat >"$root/etc/cloud/cloud.cfg.d/01-lab.cfg" <<'EOF'
+cat >"$root/etc/cloud/cloud.cfg.d/01-lab.cfg" <<EOF
 datasource_list: [ NoCloud, Ec2, None ]
 manage_etc_hosts: true
 system_info:
   default_user:
-    name: admin
+    name: $admin
     lock_passwd: true
     gecos: Debian
     groups: [adm, sudo]
@@ -82,17 +99,43 @@ GRUB_DEVICE=LABEL=$label
 EOF
 
 if [ "$variant" = traps ]; then
-  # Traps seen on Ubuntu-derived and hand-made AMIs: an sshd drop-in that sshd reads before the
-  # main file's settings, and a NOPASSWD group rule in the main sudoers.
+  # Leftovers seen on hand-made and vendor AMIs, each placed where its drop-in directory gives it
+  # precedence: sshd keeps the first value it reads, so a drop-in sorting before every other wins;
+  # cloud-init and grub-mkconfig keep the last, so a file sorting after every other wins.
   mkdir -p "$root/etc/ssh/sshd_config.d"
   printf 'PermitRootLogin yes\nPasswordAuthentication yes\n' >"$root/etc/ssh/sshd_config.d/50-cloud-init.conf"
+  printf 'PermitRootLogin yes\nKbdInteractiveAuthentication yes\nMatch User deploy\n  PasswordAuthentication yes\n' \
+    >"$root/etc/ssh/sshd_config.d/00-access.conf"
+  cat >"$root/etc/cloud/cloud.cfg.d/99-zz-leftover.cfg" <<'EOF'
+allow_userdata: true
+disable_root: false
+ssh_pwauth: true
+vendor_data: {enabled: true}
+system_info:
+  default_user:
+    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
+EOF
+  # A boot menu that waits on the serial console, set in a file sorting after every grub default.
+  mkdir -p "$root/etc/default/grub.d"
+  printf 'GRUB_TIMEOUT=5\nGRUB_TIMEOUT_STYLE=menu\nGRUB_DISABLE_LINUX_UUID=true\n' \
+    >"$root/etc/default/grub.d/zz-leftover.cfg"
+  # NOPASSWD for the sudo group in the main sudoers, cloud-init's rule, and a deploy account's rule.
   sed -i 's/^%sudo\s.*/%sudo\tALL=(ALL:ALL) NOPASSWD: ALL/' "$root/etc/sudoers"
-  printf 'admin ALL=(ALL) NOPASSWD:ALL\n' >"$root/etc/sudoers.d/90-cloud-init-users"
-  chmod 0440 "$root/etc/sudoers.d/90-cloud-init-users"
-  # A root autologin on the serial console, as debug builds leave behind.
-  mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
+  printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$admin" >"$root/etc/sudoers.d/90-cloud-init-users"
+  printf 'deploy ALL=(ALL) NOPASSWD:ALL\n' >"$root/etc/sudoers.d/zz-deploy"
+  chmod 0440 "$root/etc/sudoers.d/90-cloud-init-users" "$root/etc/sudoers.d/zz-deploy"
+  # A deploy account with a pre-seeded key, in the disk group (raw access to every volume).
+  chroot "$root" useradd -m -s /bin/bash -G disk deploy
+  mkdir -m 700 "$root/home/deploy/.ssh"
+  ssh-keygen -q -t ed25519 -N '' -C deploy@build -f "$work/deploy-key"
+  cp "$work/deploy-key.pub" "$root/home/deploy/.ssh/authorized_keys"
+  chroot "$root" chown -R deploy:deploy /home/deploy/.ssh
+  # A root autologin on the serial console and a shell without login on tty1, as debug builds leave.
+  mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d" "$root/etc/systemd/system/getty@tty1.service.d"
   printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %%I $TERM\n' \
     >"$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+  printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash %%I $TERM\n' \
+    >"$root/etc/systemd/system/getty@tty1.service.d/override.conf"
 fi
 
 for m in dev dev/pts proc sys; do mount --bind "/$m" "$root/$m"; done

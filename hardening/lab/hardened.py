@@ -9,12 +9,13 @@ from pathlib import Path
 
 from hardening.apply import ApplyResult, apply
 from hardening.lab.disk import image_format
-from hardening.lab.vm import Instance, boot_instance
+from hardening.lab.vm import DEFAULT_USER, Instance, boot_instance
 
 
 @contextmanager
-def writable_copy(image: Path, dest: Path) -> Iterator[Instance]:
-    """Boot `dest`, a new qcow2 overlay of `image`, as a new instance; power it off cleanly at the end.
+def writable_copy(image: Path, dest: Path, user: str = DEFAULT_USER) -> Iterator[Instance]:
+    """Boot `dest`, a new qcow2 overlay of `image`, as a new instance logged into as `user` (the image's
+    default user); power it off cleanly at the end.
 
     `image` itself is never modified; `dest` keeps what was done inside the block.
     """
@@ -22,15 +23,16 @@ def writable_copy(image: Path, dest: Path) -> Iterator[Instance]:
     dest.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format(image), "-b", str(image),
                     str(dest)], check=True)
-    with boot_instance(dest, overlay=False) as vm:
+    with boot_instance(dest, overlay=False, user=user) as vm:
         vm.wait_for_cloud_init()
         yield vm
         vm.shutdown()
 
 
 def harden_copy(image: Path, dest: Path, profile: str = "marketplace", log_path: Path | None = None,
-                progress: Callable[[str], None] | None = None, extra_vars: dict | None = None) -> ApplyResult:
-    """Write `dest`, a copy of `image` hardened with `profile` through `apply` over SSH as the lab's admin."""
-    with writable_copy(image, dest) as vm:
+                progress: Callable[[str], None] | None = None, extra_vars: dict | None = None,
+                user: str = DEFAULT_USER) -> ApplyResult:
+    """Write `dest`, a copy of `image` hardened with `profile` through `apply` over SSH as its admin `user`."""
+    with writable_copy(image, dest, user) as vm:
         return apply(vm.target, profile=profile, admin_user=vm.target.user, log_path=log_path,
                      sealed_confirmed=profile == "sealed", progress=progress, extra_vars=extra_vars)

@@ -193,11 +193,13 @@ def _stop(process: subprocess.Popen) -> None:
 @contextmanager
 def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequence[Disk] = (),
                   wait: bool = True, allow_reboot: bool = True, overlay: bool = True,
-                  instance_id: str | None = None, workdir: Path | None = None) -> Iterator[Instance]:
+                  instance_id: str | None = None, workdir: Path | None = None,
+                  user: str = DEFAULT_USER) -> Iterator[Instance]:
     """Boot `image` as a new instance and yield it; QEMU is stopped on every way out.
 
-    The image is booted through a copy-on-write overlay unless `overlay` is False. With `wait`, the
-    context is entered once SSH answers for the default user.
+    The image is booted through a copy-on-write overlay unless `overlay` is False. `user` is the
+    image's default user, who receives the key pair. With `wait`, the context is entered once SSH
+    answers for that user.
     """
     image = Path(image).resolve()
     fmt = image_format(image)
@@ -221,7 +223,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
         stack.callback(_stop, process)
-        instance = Instance(process, Target("127.0.0.1", port, DEFAULT_USER, key), console_log,
+        instance = Instance(process, Target("127.0.0.1", port, user, key), console_log,
                             serial_socket, work)
         stack.callback(instance.close_ssh)
         time.sleep(0.5)
