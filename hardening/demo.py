@@ -8,7 +8,7 @@ from pathlib import Path
 from hardening.apply import require_ansible
 from hardening.attack.probe import AttackReport, attack
 from hardening.lab.hardened import harden_copy
-from hardening.lab.image import ensure_image
+from hardening.lab.image import VARIANTS, ensure_image
 from hardening.lab.vm import require_qemu
 from hardening.progress import Progress
 
@@ -36,25 +36,28 @@ def consoles_dir(workdir: Path, when: str) -> Path:
     return workdir / f"consoles-{when}"
 
 
-def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace") -> DemoResult:
-    """Build or reuse the lab image, attack it, harden a copy with `apply`, attack the copy."""
+def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace", variant: str = "debian") -> DemoResult:
+    """Build or reuse the lab image of `variant`, attack it, harden a copy with `apply`, attack the copy."""
     require_qemu()
     require_ansible()
     with progress.stage("lab image") as stage:
         stage.waiting("the cached lab image, or mmdebstrap building it (about a minute)")
-        image = ensure_image("debian", log=stage.say)
+        image = ensure_image(variant, log=stage.say)
         stage.say(str(image))
+    admin = VARIANTS[variant]
     workdir.mkdir(parents=True, exist_ok=True)
     with progress.stage("attack before") as stage:
-        before = attack(image, profile=profile, log=stage.waiting, console_dir=consoles_dir(workdir, "before"))
+        before = attack(image, profile=profile, admin_user=admin, log=stage.waiting,
+                        console_dir=consoles_dir(workdir, "before"))
     hardened = workdir / f"hardened-{profile}.qcow2"
     apply_log = workdir / "apply.log"
     with progress.stage("apply") as stage:
         stage.waiting(f"a new instance to boot and ansible-playbook to apply the {profile} profile over SSH "
                       f"(log: {apply_log})")
-        result = harden_copy(image, hardened, profile=profile, log_path=apply_log,
+        result = harden_copy(image, hardened, profile=profile, log_path=apply_log, user=admin,
                              progress=lambda line: line.startswith(("TASK", "changed", "fatal")) and stage.say(line))
         stage.say(result.summary())
     with progress.stage("attack after") as stage:
-        after = attack(hardened, profile=profile, log=stage.waiting, console_dir=consoles_dir(workdir, "after"))
+        after = attack(hardened, profile=profile, admin_user=admin, log=stage.waiting,
+                       console_dir=consoles_dir(workdir, "after"))
     return DemoResult(before, after, hardened, apply_log, workdir)

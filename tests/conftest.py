@@ -37,8 +37,21 @@ def no_orphan_qemu():
 
 
 @pytest.fixture(scope="session")
-def hardened_image(tmp_path_factory, lab_image, traps_image):
-    """A factory of hardened copies of the lab images, one per (variant, profile), kept for the session."""
+def demo(tmp_path_factory, traps_image):
+    """One run of `ami-harden demo --variant traps`, as a user runs it: attack the traps image, harden a copy
+    over SSH (marketplace), attack the copy. Its hardened copy serves the session's other tests."""
+    workdir = tmp_path_factory.mktemp("demo")
+    result = subprocess.run(["ami-harden", "demo", "--variant", "traps", "--workdir", str(workdir)],
+                            capture_output=True, text=True, timeout=3600, check=False)
+    print(result.stderr)
+    print(result.stdout)
+    return result, workdir
+
+
+@pytest.fixture(scope="session")
+def hardened_image(request, tmp_path_factory, lab_image, traps_image):
+    """A factory of hardened copies of the lab images, one per (variant, profile), kept for the session; the
+    traps image's marketplace copy is the demo's."""
     from hardening.lab.hardened import harden_copy
 
     made = {}
@@ -46,6 +59,12 @@ def hardened_image(tmp_path_factory, lab_image, traps_image):
     sources = {"debian": lab_image, "traps": traps_image}
 
     def make(variant: str = "debian", profile: str = "marketplace"):
+        if (variant, profile) == ("traps", "marketplace") and (variant, profile) not in made:
+            result, workdir = request.getfixturevalue("demo")
+            made[variant, profile] = workdir / "hardened-marketplace.qcow2"
+            log = workdir / "apply.log"
+            assert made[variant, profile].is_file(), f"the demo made no hardened copy; see {log}\n{result.stderr}"
+            assert "failed=0" in log.read_text(), f"hardening traps failed; see {log}"
         if (variant, profile) not in made:
             dest = directory / f"{variant}-{profile}.qcow2"
             log = directory / f"{variant}-{profile}.log"

@@ -1,25 +1,14 @@
-"""`ami-harden demo` end to end, as a new user runs it: every vector OPEN, then every vector CLOSED."""
+"""`ami-harden demo --variant traps` end to end (the session's `demo` fixture), as a user runs it: every
+vector OPEN on the traps image, then every vector CLOSED on its hardened copy, admin `ec2-user`."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import pytest
 
 VECTORS = ["root-login", "sudo", "user-data", "label-boot"]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, lab_image):
-    """One run of the demo command (it reuses the lab image the session built)."""
-    workdir = tmp_path_factory.mktemp("demo")
-    result = subprocess.run(["ami-harden", "demo", "--workdir", str(workdir)], capture_output=True, text=True,
-                            timeout=2400, check=False)
-    print(result.stderr)
-    print(result.stdout)
-    return result, workdir
 
 
 def evidence(workdir, name: str) -> dict[str, str]:
@@ -55,7 +44,9 @@ def test_demo_evidence_before_proves_each_vector_open(demo):
     assert all(status == "OPEN" for status, _ in found.values())
     assert "ssh root@ with the injected key: uid 0 shell" in found["root-login"][1]
     assert "amiprobe: sudo -n gives root" in found["sudo"][1]
-    assert "admin: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    assert "ec2-user: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    assert "boot menu: GRUB command line opened without a superuser; `linux ... init=/bin/sh` gave a uid-0 shell" \
+        in found["root-login"][1]
     for channel in ("script", "boothook", "bootcmd", "runcmd", "write_files"):
         assert f"{channel} ran as root" in found["user-data"][1]
     assert "root=LABEL=cloudimg-rootfs also matches the decoy" in found["label-boot"][1]
@@ -65,6 +56,7 @@ def test_demo_evidence_before_proves_each_vector_open(demo):
 def test_demo_evidence_after_proves_each_vector_closed(demo):
     found = evidence(demo[1], "after")
     assert all(status == "CLOSED" for status, _ in found.values()), found
-    assert "admin: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    assert "ec2-user: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    assert "boot menu: " in found["root-login"][1]
     assert "refused to boot" in found["label-boot"][1]
     assert "no user-data channel ran" in found["user-data"][1]

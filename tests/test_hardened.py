@@ -1,6 +1,6 @@
 """The judge: the attack probe on hardened copies of the lab images, each booted as a new instance.
 
-The demo test attacks the vulnerable image and its marketplace copy; these cover the rest."""
+The demo test attacks the traps image and its marketplace copy; these cover the rest."""
 
 from __future__ import annotations
 
@@ -36,10 +36,6 @@ def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
     verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed", "--admin-user", ADMIN)
     assert_all_closed(verdicts)
     assert f"{ADMIN}: sudo -n refused" in verdicts["sudo"]["evidence"]
-
-
-def test_traps_image_ends_closed_too(hardened_image, no_orphan_qemu):
-    assert_all_closed(attack(hardened_image("traps", "marketplace"), "--admin-user", ADMIN))
 
 
 def test_still_closed_after_update_grub_and_reboot(hardened_image, tmp_path, no_orphan_qemu):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from hardening.cli.lab import Variant
 from hardening.demo import consoles_dir, run_demo
 from hardening.lab.image import cache_dir
 from hardening.progress import Progress
@@ -16,17 +17,20 @@ from hardening.report import render
 def demo_command(
     workdir: Path = typer.Option(None, help="Where the hardened image, logs and reports go "
                                  "(default: ~/.cache/ami-harden/demo)."),
+    variant: Variant = typer.Option(Variant.debian, help="The lab image: debian (as Debian's cloud images) or "
+                                    "traps (admin ec2-user, leftovers that win by drop-in order, a waiting boot "
+                                    "menu)."),
 ) -> None:
     """Attack the vulnerable lab image, harden a copy with `apply` over SSH, attack it again.
 
     Ends with a before/after table per vector and the path of an HTML report. Needs root (the lab
     image is built with loop devices) and takes about seven minutes under QEMU without KVM.
 
-    Example: sudo ami-harden demo --workdir /tmp/ami-demo
+    Example: sudo ami-harden demo --workdir /tmp/ami-demo --variant traps
     """
     workdir = workdir or cache_dir() / "demo"
     progress = Progress(lambda line: typer.echo(line, err=True))
-    result = run_demo(workdir, progress)
+    result = run_demo(workdir, progress, variant=variant.value)
     report = workdir / "report.html"
     report.write_text(render(result.after.document(before=result.before), "html"))
     for name, attacked in (("before", result.before), ("after", result.after)):
