@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 apt_packages=(
   qemu-system-x86 qemu-utils mmdebstrap grub-pc-bin grub2-common e2fsprogs fdisk util-linux
-  genisoimage openssh-client packer chromium python3-pip python3-venv
+  genisoimage openssh-client packer chromium python3-pip python3-venv shellcheck git
 )
 missing=()
 for package in "${apt_packages[@]}"; do

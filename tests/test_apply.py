@@ -171,9 +171,6 @@ def test_reapply_on_the_new_instance_changes_nothing_but_cloud_inits_root_key(ha
     again = apply(hardened.target, progress=lines.append)
     assert again.failed == 0
     assert changed_tasks(lines) == ["ami_hardening_root_login : Empty root's authorized keys files"], again.log_path
-    third = apply(hardened.target)
-    assert third.failed == 0
-    assert third.changed == 0, f"a third apply changed {third.changed} tasks; see {third.log_path}"
 
 
 @pytest.mark.vm
@@ -188,6 +185,7 @@ def test_hardened_instance_reboots_by_uuid(hardened):
 
 
 @pytest.mark.vm
+@pytest.mark.heavy
 def test_unique_fs_uuid_gives_root_a_new_uuid_online(lab_image):
     switch = {"ami_hardening_label_boot_unique_fs_uuid": True}
     with boot_instance(lab_image) as vm:

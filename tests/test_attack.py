@@ -87,6 +87,7 @@ def test_boot_menu_probe_types_the_default_entry_with_a_shell_as_init():
                         "console=ttyS0,115200",
                         "initrd\t/boot/initrd.img-6.1.0-28-cloud-amd64"]
     typed = with_shell(commands, "init=/bin/sh")
-    assert typed[-1] == "boot" and typed[-3] == ("linux /boot/vmlinuz-6.1.0-28-cloud-amd64 root=LABEL=cloudimg-rootfs "
-                                                "ro console=ttyS0,115200 init=/bin/sh")
+    assert typed[-3:] == ["linux /boot/vmlinuz-6.1.0-28-cloud-amd64 root=LABEL=cloudimg-rootfs ro console=ttyS0,115200 "
+                          "init=/bin/sh", "initrd /boot/initrd.img-6.1.0-28-cloud-amd64", "boot"]
+    assert not any("\t" in command for command in typed)
     assert default_entry("no menu here\n") == []

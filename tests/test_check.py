@@ -175,7 +175,7 @@ def test_live_check_of_a_lab_instance(lab_image, tmp_path):
 
 @pytest.mark.vm
 @needs_root
-@pytest.mark.parametrize("profile", ["marketplace", "sealed"])
+@pytest.mark.parametrize("profile", ["marketplace", pytest.param("sealed", marks=pytest.mark.heavy)])
 def test_hardened_image_passes_every_control(hardened_image, profile):
     image = hardened_image("traps", profile)
     args = ["--admin-user", VARIANTS["traps"]]

@@ -32,6 +32,7 @@ def assert_all_closed(verdicts: dict) -> None:
     assert not open_, f"not CLOSED: {json.dumps(open_, indent=2)}"
 
 
+@pytest.mark.heavy
 def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
     verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed", "--admin-user", ADMIN)
     assert_all_closed(verdicts)

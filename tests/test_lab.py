@@ -34,6 +34,7 @@ def test_boot_as_new_instance_is_vulnerable_by_design(lab_image, no_orphan_qemu)
     assert instance_id.startswith("i-")
 
 
+@pytest.mark.heavy
 def test_boot_never_modifies_the_image(lab_image, no_orphan_qemu):
     before = lab_image.stat().st_mtime
     with boot_instance(lab_image) as vm:
@@ -41,6 +42,7 @@ def test_boot_never_modifies_the_image(lab_image, no_orphan_qemu):
     assert lab_image.stat().st_mtime == before
 
 
+@pytest.mark.heavy
 def test_lab_boot_command_prints_target_and_stops(lab_image, no_orphan_qemu):
     result = subprocess.run(["ami-harden", "lab", "boot", str(lab_image), "--for", "5", "--format", "json"],
                             capture_output=True, text=True, timeout=600, check=False)

@@ -184,6 +184,7 @@ def local_build(lab_image, tmp_path_factory):
 
 
 @pytest.mark.vm
+@pytest.mark.heavy
 def test_local_build_produces_a_sealed_hardened_image(local_build, no_orphan_qemu):
     image = local_build.image
     assert image.is_file() and image.name.endswith("-hardened-marketplace.qcow2")
@@ -192,6 +193,7 @@ def test_local_build_produces_a_sealed_hardened_image(local_build, no_orphan_qem
 
 
 @pytest.mark.vm
+@pytest.mark.heavy
 def test_local_build_passes_the_offline_check(local_build):
     result = run_cli("check", str(local_build.image), "--profile", "marketplace", "--admin-user", "admin",
                      "--format", "json", timeout=600)
@@ -200,6 +202,7 @@ def test_local_build_passes_the_offline_check(local_build):
 
 
 @pytest.mark.vm
+@pytest.mark.heavy
 def test_attack_probe_finds_every_vector_closed_on_the_built_image(local_build, no_orphan_qemu):
     result = run_cli("attack", str(local_build.image), "--profile", "marketplace", "--admin-user", "admin",
                      "--format", "json", timeout=1800)

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from hardening.attack.console import SerialConsole, is_root_shell
 
 # What GRUB shows: its menu, its command line, and the superuser prompt of a locked menu.
-MENU = ("GNU GRUB", "Use the")
+MENU = ("GNU GRUB", "Use the", "automatically in", "Press enter to boot")
 COMMAND_LINE = "grub>"
 LOCKED = "Enter username:"
 # What only shows once GRUB has handed over to a kernel (its own echo lines, the kernel's log).
 STARTED = ("Loading Linux", "Loading initial ramdisk", "Linux version", "Begin: ", "login:")
 EDITOR = ("Emacs-like", "setparams")
+LOAD_SECONDS = 180.0
+QUIET_SECONDS = 15.0
 ESCAPE = "\x1b"
 # Kernel arguments that start a root shell instead of init: the first one tried is what decides.
 SHELL_ARGUMENTS = ("init=/bin/sh",)
@@ -52,12 +54,13 @@ def default_entry(grub_cfg: str) -> list[str]:
 
 
 def with_shell(commands: list[str], argument: str) -> list[str]:
-    """The entry's commands with `argument` on the kernel line and `quiet` dropped, then `boot`."""
+    """The entry's commands, single-spaced, with `argument` on the kernel line and `quiet` dropped, then `boot`."""
     changed = []
     for command in commands:
-        if command.split()[0] in ("linux", "linux16", "linuxefi"):
-            command = " ".join(word for word in command.split() if word != "quiet") + f" {argument}"
-        changed.append(command)
+        words = command.split()  # grub.cfg separates with tabs, which GRUB's command line takes as completion
+        if words[0] in ("linux", "linux16", "linuxefi"):
+            words = [word for word in words if word != "quiet"] + [argument]
+        changed.append(" ".join(words))
     return [*changed, "boot"]
 
 
@@ -77,20 +80,27 @@ def probe_boot_menu(console: SerialConsole, commands: list[str], reach_seconds: 
                     shell_seconds: float = 120.0) -> MenuVerdict:
     """Press ESC from power-on until GRUB answers or a kernel starts; then try the command line (`c`) and
     the editor (`e`). OPEN on a uid-0 shell; a superuser prompt or no menu at all is no way in."""
-    screen, deadline = "", time.monotonic() + reach_seconds
-    while time.monotonic() < deadline:
-        screen += _screen_after(console, ESCAPE, (*MENU, COMMAND_LINE, LOCKED), 0.25)
-        if LOCKED in screen or COMMAND_LINE in screen or all(text in screen for text in MENU):
+    screen, started = "", time.monotonic()
+    quiet_since = started
+    while time.monotonic() < started + reach_seconds:
+        shown = _screen_after(console, ESCAPE, (*MENU, COMMAND_LINE, LOCKED), 0.25)
+        if shown:
+            screen, quiet_since = screen + shown, time.monotonic()
+        if LOCKED in screen or COMMAND_LINE in screen or any(text in screen for text in MENU):
             break
         if any(text in screen for text in STARTED):
             return MenuVerdict(False, True, ["no boot menu answered ESC before the kernel started"])
+        # A menu drawn before the probe connected and stopped by its ESC stays silent: ask it.
+        if time.monotonic() - quiet_since > QUIET_SECONDS:
+            break
     else:
         return MenuVerdict(False, False, [f"neither a boot menu nor a kernel showed within {reach_seconds:.0f} s"])
 
-    evidence = []
+    evidence, answered = [], False
     for key, what in (("c", "command line"), ("e", "editor")):
         shown = _screen_after(console, key, (COMMAND_LINE, LOCKED, *EDITOR), 10)
         if LOCKED in shown:
+            answered = True
             evidence.append(f"menu {what} ({key}): GRUB asks for a superuser ('{LOCKED}')")
             # No username and no password: GRUB refuses and goes back to the menu.
             _screen_after(console, "\r", ("password",), 5)
@@ -101,10 +111,11 @@ def probe_boot_menu(console: SerialConsole, commands: list[str], reach_seconds: 
             return MenuVerdict(True, True, [*evidence, "menu editor (e): opened without a superuser; the kernel "
                                                        "command line is editable"])
         else:
+            answered = answered or bool(shown.strip())
             evidence.append(f"menu {what} ({key}): no prompt and no superuser question "
                             f"({' '.join(shown.split())[-60:]!r})")
             _screen_after(console, ESCAPE, MENU, 5)
-    return MenuVerdict(False, True, evidence)
+    return MenuVerdict(False, answered, evidence)
 
 
 def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, evidence: list[str]) -> MenuVerdict:
@@ -114,7 +125,10 @@ def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, e
         return MenuVerdict(True, True, [*evidence, "the GRUB command line opened without a superuser"])
     for command in with_shell(commands, argument):
         _type(console, command + "\r")
-        console.read_until((COMMAND_LINE,), 10)
+        # GRUB reads nothing while it loads a kernel or an initrd (tens of seconds under emulation):
+        # type the next command only once its prompt is back, or the characters are lost.
+        if command != "boot":
+            console.read_until((COMMAND_LINE,), LOAD_SECONDS)
     output = console.read_until(("# ", "$ "), seconds)
     if is_root_shell(console):
         return MenuVerdict(True, True, [*evidence, f"GRUB command line opened without a superuser; "

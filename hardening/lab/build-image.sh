@@ -4,6 +4,7 @@
 #   VARIANT: debian | traps; ADMIN: cloud-init's default user, the instance's admin.
 # Needs root, mmdebstrap, grub-pc-bin, qemu-utils, e2fsprogs, fdisk (sfdisk), util-linux.
 # Packages come from $AMI_HARDEN_MIRROR, else from the Debian mirror this host's apt uses.
+# shellcheck disable=SC2016  # $1, $TERM: written literally, for mmdebstrap's hook and for systemd
 set -euo pipefail
 
 out=$1

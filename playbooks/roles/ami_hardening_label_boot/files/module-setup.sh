@@ -9,6 +9,7 @@ depends() {
     echo udev-rules
 }
 
+# shellcheck disable=SC2154  # dracut sets $moddir
 install() {
     inst_multiple blkid sleep cat
     inst_hook pre-mount 90 "$moddir/ami-root-unique.sh"
