@@ -31,4 +31,4 @@ else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
   echo "install.sh: installed for $(command -v python3)"
 fi
-echo "install.sh: next, ami-harden demo (about seven minutes), or ami-harden --help"
+echo "install.sh: next, ami-harden demo (7 to 20 minutes, by how fast this machine runs QEMU), or ami-harden --help"

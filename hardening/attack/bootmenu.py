@@ -19,8 +19,8 @@ EDITOR = ("Emacs-like", "setparams")
 LOAD_SECONDS = 180.0
 QUIET_SECONDS = 15.0
 ESCAPE = "\x1b"
-# Kernel arguments that start a root shell instead of init: the first one tried is what decides.
-SHELL_ARGUMENTS = ("init=/bin/sh",)
+# The kernel argument that starts a root shell instead of init.
+SHELL_ARGUMENT = "init=/bin/sh"
 _ENTRY_COMMANDS = re.compile(r"^\s*(set root=|(insmod|search|linux|linux16|linuxefi|initrd|initrd16|initrdefi)\b)")
 
 
@@ -120,7 +120,7 @@ def probe_boot_menu(console: SerialConsole, commands: list[str], reach_seconds: 
 
 def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, evidence: list[str]) -> MenuVerdict:
     """At an open GRUB command line, boot the default entry's kernel with a shell as init."""
-    argument = SHELL_ARGUMENTS[0]
+    argument = SHELL_ARGUMENT
     if not commands:
         return MenuVerdict(True, True, [*evidence, "the GRUB command line opened without a superuser"])
     for command in with_shell(commands, argument):

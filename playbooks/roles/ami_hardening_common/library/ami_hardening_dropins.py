@@ -145,11 +145,12 @@ def rewrite_cloud(text: str, owned: list[str], marker: str) -> tuple[str, list[s
     while kept < len(lines) and (lines[kept].startswith("#") or not lines[kept].strip()):
         kept += 1
     # A file rewritten before keeps its comment block (the original text) and gets a new header line.
-    original = lines[:kept] if any(line.startswith("#| ") for line in lines[:kept]) else [
-        *lines[:kept], *(f"#| {line}" for line in lines)]
+    rewritten = any(line.startswith("#| ") for line in lines[:kept])
+    original = lines[:kept] if rewritten else [f"#| {line}" for line in lines]
     header = (f"{marker}took out {', '.join(taken)} (set by ami-hardening); "
               "the original text is kept below as comments, the rest re-written after it")
-    body = yaml.safe_dump(prune(data), sort_keys=False, default_flow_style=False) if data else ""
+    prune(data)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False) if data else ""
     return "\n".join([header, *original, ""]) + body, taken
 
 
