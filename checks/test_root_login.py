@@ -12,9 +12,9 @@ _CLOUD_INIT_BLOCK = "Please login as the user"
 # The root-login role's definitions are the checks' too: what a password-less getty looks like, and
 # what a locked, hidden boot menu is (the filter the role asserts grub.cfg with).
 _ROLE = PLAYBOOKS / "roles" / "ami_hardening_root_login"
-_GETTY_SHELL = re.compile(yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())
-                          ["ami_hardening_root_login_getty_shell_regexp"])
-_GRUB_SUPERUSER = yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())["ami_hardening_root_login_grub_superuser"]
+_VARS = yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())
+_GETTY_SHELL = re.compile(_VARS["ami_hardening_root_login_getty_shell_regexp"])
+_GRUB_SUPERUSER = _VARS["ami_hardening_root_login_grub_superuser"]
 _spec = importlib.util.spec_from_file_location("ami_hardening_grub_menu", _ROLE / "filter_plugins" / "grub_menu.py")
 _grub_menu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_grub_menu)

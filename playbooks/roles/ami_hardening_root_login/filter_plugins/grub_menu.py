@@ -28,7 +28,7 @@ def menu_problems(text: str, superuser: str | None = None, hidden: bool = False)
                             "the menu editor and command line are open")
         elif superuser not in passwords:
             problems.append(f"superuser {superuser!r} has no password line")
-        if not entries:
+        elif not entries:
             problems.append("no menu entry")
         elif "--unrestricted" not in entries[0].split():
             problems.append(f"the default entry is not --unrestricted, so every boot waits for a password: "
