@@ -32,6 +32,8 @@ def test_sshd_keywords_are_commented_out_everywhere_but_ours(tmp_path):
     ours.write_text("PasswordAuthentication no\n")
     earlier = tmp_path / "d" / "00-access.conf"
     earlier.write_text("passwordauthentication=yes\nPermitRootLogin yes\n")
+    agreeing = tmp_path / "d" / "50-cloud-init.conf"
+    agreeing.write_text("PasswordAuthentication no\n")
     earlier.chmod(0o600)
     args = {"kind": "sshd", "paths": [str(main), f"{tmp_path}/d/*.conf"], "ours": str(ours),
             "owned": ["PasswordAuthentication"], "control": "ROOT-02"}
@@ -48,6 +50,7 @@ def test_sshd_keywords_are_commented_out_everywhere_but_ours(tmp_path):
     assert oct(earlier.stat().st_mode & 0o777) == "0o600"
     assert "  # ami-hardening ROOT-02: set elsewhere by ami-hardening: PasswordAuthentication yes" in main.read_text()
     assert ours.read_text() == before[ours]
+    assert agreeing.read_text() == "PasswordAuthentication no\n", "a line that agrees with ours is no override"
     assert dropins(args)["changed"] is False
 
 

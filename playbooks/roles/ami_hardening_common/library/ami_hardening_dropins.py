@@ -23,7 +23,9 @@ description:
     computes the effective values the way the consuming program does and fails when one differs
     from I(expect).
   - C(sshd) keywords (case-insensitive, also inside Match blocks) and C(shell) variable assignments
-    (grub defaults) are commented out in every file but I(ours), in place.
+    (grub defaults) are commented out in every file but I(ours), in place; an sshd line that sets
+    the value I(ours) sets is left alone (cloud-init writes C(PasswordAuthentication no) again on
+    every new instance).
   - C(cloud_init) key paths are taken out of the files that cloud-init merges after I(ours); such a
     file keeps its original text as comments and its other settings re-written below them.
     Effective values come from cloud-init's own reader (C(read_conf_with_confd)).
@@ -86,12 +88,28 @@ def expand(paths: list[str]) -> list[str]:
     return found
 
 
-def comment_lines(text: str, pattern: re.Pattern, marker: str) -> tuple[str, list[str]]:
-    """Comment out each line `pattern` matches; return the new text and the names taken out."""
+def sshd_values(text: str, owned: list[str]) -> dict[str, str]:
+    """The value `text` gives each owned sshd keyword (lower-cased; the first one, as sshd reads it)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].replace("=", " ", 1).split()
+        if len(words) >= 2 and words[0].lower() in {name.lower() for name in owned}:
+            values.setdefault(words[0].lower(), " ".join(words[1:]).lower())
+    return values
+
+
+def comment_lines(text: str, pattern: re.Pattern, marker: str, same: dict[str, str] | None = None
+                  ) -> tuple[str, list[str]]:
+    """Comment out each line `pattern` matches, except one that sets the value in `same` (sshd keywords,
+    lower-cased: a line agreeing with ours is no override, cloud-init rewrites one on every new instance);
+    return the new text and the names taken out."""
     taken: list[str] = []
     lines = []
     for line in text.splitlines(keepends=True):
         match = pattern.match(line)
+        if match and same is not None and sshd_values(line, [match.group("name")]) == {
+                match.group("name").lower(): same.get(match.group("name").lower())}:
+            match = None
         if match:
             taken.append(match.group("name"))
             indent = line[: len(line) - len(line.lstrip())]
@@ -214,6 +232,10 @@ def main() -> None:
     neutralised: dict[str, list[str]] = {}
     changes: dict[str, tuple[str, str]] = {}
     if owned:
+        ours_values = {}
+        if kind == "sshd" and os.path.exists(ours):
+            with open(ours, encoding="utf-8", errors="surrogateescape") as stream:
+                ours_values = sshd_values(stream.read(), owned)
         after_ours = files[files.index(ours) + 1:] if ours in files else files
         for path in (after_ours if kind == "cloud_init" else [p for p in files if p != ours]):
             with open(path, encoding="utf-8", errors="surrogateescape") as stream:
@@ -225,7 +247,8 @@ def main() -> None:
                     module.warn(f"{path}: not YAML, left alone ({error})")
                     continue
             else:
-                new, taken = comment_lines(text, line_pattern(kind, owned), marker + "set elsewhere by ami-hardening: ")
+                new, taken = comment_lines(text, line_pattern(kind, owned), marker + "set elsewhere by ami-hardening: ",
+                                           ours_values if kind == "sshd" else None)
             if taken:
                 neutralised[path] = taken
                 changes[path] = (text, new)
