@@ -20,6 +20,7 @@ def test_unchanged_recipe_reuses_the_cached_image(lab_image):
     assert lab_image.name == f"lab-debian-{image_module.recipe_hash('debian')}.qcow2"
 
 
+@pytest.mark.heavy
 def test_boot_as_new_instance_is_vulnerable_by_design(lab_image, no_orphan_qemu):
     with boot_instance(lab_image) as vm:
         vm.wait_for_cloud_init()
