@@ -24,7 +24,8 @@ def demo_command(
     """Attack the vulnerable lab image, harden a copy with `apply` over SSH, attack it again.
 
     Ends with a before/after table per vector and the path of an HTML report. Needs root (the lab
-    image is built with loop devices) and takes about seven minutes under QEMU without KVM.
+    image is built with loop devices) and takes 7 to 20 minutes under QEMU without KVM, by how fast the
+    machine emulates.
 
     Example: sudo ami-harden demo --workdir /tmp/ami-demo --variant traps
     """
