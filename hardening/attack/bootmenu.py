@@ -122,7 +122,8 @@ def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, e
     """At an open GRUB command line, boot the default entry's kernel with a shell as init."""
     argument = SHELL_ARGUMENT
     if not commands:
-        return MenuVerdict(True, True, [*evidence, "the GRUB command line opened without a superuser"])
+        return MenuVerdict(True, True, [*evidence, "the GRUB command line opened without a superuser (the image's "
+                                                   "grub.cfg has no entry to boot with a shell)"])
     for command in with_shell(commands, argument):
         _type(console, command + "\r")
         # GRUB reads nothing while it loads a kernel or an initrd (tens of seconds under emulation):

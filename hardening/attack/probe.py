@@ -176,9 +176,11 @@ class Probe:
             work = Path(tmp)
             self.log("making decoy volumes from the image's root filesystem")
             identity, same_label, same_uuid = make_decoys(self.image, work)
+            # Read before any boot: an instance that mounts the decoy leaves it with an unreplayed journal.
+            grub_cfg = _grub_cfg(same_uuid)
             root, sudo, user_data, label_first = self._hostile_boot(identity, same_label, work / "boot1")
             label_second = self._decoy_boot(identity, same_uuid, work / "boot2")
-            self._boot_menu(root, _grub_cfg(same_uuid), work / "boot3")
+            self._boot_menu(root, grub_cfg, work / "boot3")
             self._keep_consoles(work)
         label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
         statuses = {label_first.status, label_second.status}
