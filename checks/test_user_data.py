@@ -1,5 +1,7 @@
 """Vector user-data: cloud-init must not run what a launcher passes in user-data or vendor-data."""
 
+import re
+
 import pytest
 import yaml
 
@@ -8,7 +10,11 @@ from hardening.apply import PLAYBOOKS
 # The user-data role's documented default is the one definition of the modules that execute, write
 # or install what user-data (or vendor-data) asks for.
 _ROLE_DEFAULTS = PLAYBOOKS / "roles" / "ami_hardening_user_data" / "defaults" / "main.yml"
-DENIED_MODULES = frozenset(yaml.safe_load(_ROLE_DEFAULTS.read_text())["ami_hardening_user_data_module_denylist"])
+_DEFAULTS = yaml.safe_load(_ROLE_DEFAULTS.read_text())
+DENIED_MODULES = frozenset(_DEFAULTS["ami_hardening_user_data_module_denylist"])
+PLATFORM_DATASOURCES = tuple(_DEFAULTS["ami_hardening_user_data_datasource_list"])
+# Kernel arguments that choose a datasource whatever /etc/cloud says (ds-identify and NoCloud read them).
+_DATASOURCE_ARGUMENT = re.compile(r"(^|\s)(ci\.ds|ci\.datasource|ds)=\S+")
 _TRUE = ("true", "1", "on", "yes")
 _FALSE = ("off", "0", "no", "false")
 
@@ -82,19 +88,48 @@ def test_ssh_pwauth_false(facts, evidence):
     assert off, message
 
 
-@pytest.mark.control("USER-05")
-def test_no_cloud_config_on_kernel_cmdline(facts, evidence):
+def _on_kernel_cmdline(facts, matches) -> tuple[list[str], str]:
+    """Where the running and the configured kernel command lines hold what `matches` accepts, and
+    which places were looked at."""
     found = []
-    if facts.cmdline is not None and "cc:" in facts.cmdline:
+    if facts.cmdline is not None and matches(facts.cmdline):
         found.append(f"/proc/cmdline: {facts.cmdline}")
-    found += [f"/etc/default/grub: {line}" for line in facts.grub_default_lines if "cc:" in line]
+    found += [f"/etc/default/grub: {line}" for line in facts.grub_default_lines if matches(line)]
     found += [f"{name} (after sourcing /etc/default/grub*) = {value}"
-              for name, value in facts.grub_defaults.items() if name.startswith("GRUB_CMDLINE") and "cc:" in value]
+              for name, value in facts.grub_defaults.items() if name.startswith("GRUB_CMDLINE") and matches(value)]
     found += [f"{path}:{line.strip()}" for path, lines in {**facts.grub_cfg, **facts.bls_options}.items()
-              for line in lines if "cc:" in line]
+              for line in lines if matches(line)]
     where = "grub defaults and boot entries" + ("" if facts.cmdline is None else ", /proc/cmdline")
     if facts.cmdline is None:
         where += " (offline: no running kernel, judged the boot configuration)"
+    return found, where
+
+
+@pytest.mark.control("USER-05")
+def test_no_cloud_config_on_kernel_cmdline(facts, evidence):
+    found, where = _on_kernel_cmdline(facts, lambda text: "cc:" in text)
     message = evidence("cloud-config on the kernel command line: " + "; ".join(found) if found
                        else f"no cc: in {where}")
     assert not found, message
+
+
+@pytest.mark.control("USER-06")
+def test_datasource_list_pinned(facts, evidence):
+    if _without_cloud_init(facts, evidence):
+        return
+    value, origin = facts.configured_cloud_value("datasource_list")
+    problems = []
+    if value is None:
+        problems.append("datasource_list is set nowhere in /etc/cloud: ds-identify keeps every datasource it "
+                        "finds, volumes labelled config-2 or cidata included")
+        listed = []
+    else:
+        listed = [str(item).strip() for item in value] if isinstance(value, list) else [str(value)]
+        extra = [name for name in listed if name not in PLATFORM_DATASOURCES]
+        if extra or not listed:
+            problems.append(f"datasource_list {listed} ({origin}) reads {', '.join(extra) or 'nothing'}, "
+                            f"not only the platform's {list(PLATFORM_DATASOURCES)}")
+    chosen, _ = _on_kernel_cmdline(facts, lambda text: bool(_DATASOURCE_ARGUMENT.search(text)))
+    problems += [f"a datasource chosen on the kernel command line: {line}" for line in chosen]
+    message = evidence("; ".join(problems) if problems else f"datasource_list {listed} ({origin})")
+    assert not problems, message

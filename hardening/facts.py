@@ -445,6 +445,17 @@ class Facts:
         return merge_cloud_files(self.cloud_files)
 
     @cached_property
+    def _cloud_configured(self) -> tuple[dict, dict[tuple[str, ...], str]]:
+        configured = {path: text for path, text in self.cloud_files.items() if not path.startswith("/run/")}
+        return merge_cloud_files(configured)
+
+    def configured_cloud_value(self, key: str) -> tuple[object, str]:
+        """A top-level key as /etc/cloud sets it, and where: what a new instance's ds-identify starts
+        from (/run/cloud-init/cloud.cfg holds this boot's answer, not the next instance's)."""
+        merged, origin = self._cloud_configured
+        return merged.get(key), f"from {origin[(key,)]}" if (key,) in origin else "set nowhere"
+
+    @cached_property
     def cloud_source(self) -> str | None:
         """How the configuration was merged; None when cloud-init has no configuration (not installed)."""
         return "/etc/cloud files merged as cloud-init merges them" if self.cloud_files else None

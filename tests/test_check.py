@@ -22,7 +22,7 @@ from hardening.lab.vm import boot_instance
 XSD = Path(__file__).parent / "data" / "junit-jenkins.xsd"
 # What the vulnerable lab image (Debian's cloud defaults, root found by LABEL) fails and passes.
 LAB_FAILS = {"ROOT-01", "ROOT-02", "ROOT-08", "ROOT-09", "SUDO-02", "USER-01", "USER-02", "USER-03", "USER-04",
-             "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
+             "USER-06", "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
 LAB_PASSES = {"ROOT-03", "ROOT-04", "ROOT-05", "ROOT-06", "ROOT-07", "ROOT-10", "SUDO-01", "SUDO-03", "SUDO-04",
               "SUDO-05", "SUDO-06", "USER-05"}
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="offline checks chroot into the image and need root")

@@ -125,3 +125,27 @@ def test_sudo_06_finds_members_of_root_equivalent_groups():
     clean = (("group", ["disk:x:6:", "docker:x:999:"]),)
     assert verdict(sudo.test_no_account_in_root_equivalent_groups, facts(*clean), None) == (
         "pass", "no account but root in docker, disk")
+
+
+user_data = _load("test_user_data")
+
+
+def test_user_06_wants_only_the_platforms_datasources_in_etc_cloud():
+    def cloud(*files: tuple[str, str]) -> tuple[str, list[str]]:
+        return "cloud-files", [line for path, text in files for line in (f"@@FILE@@ {path}", *text.splitlines())]
+
+    packaged = ("/etc/cloud/cloud.cfg", "datasource_list: [ NoCloud, ConfigDrive, Ec2 ]")
+    ours = ("/etc/cloud/cloud.cfg.d/99-ami-hardening.cfg", "datasource_list: [ Ec2, None ]")
+    assert verdict(user_data.test_datasource_list_pinned, facts(cloud(packaged, ours))) == (
+        "pass", "datasource_list ['Ec2', 'None'] (from /etc/cloud/cloud.cfg.d/99-ami-hardening.cfg)")
+    # This boot's ds-identify answer in /run says nothing of what the next instance's finds.
+    this_boot = ("/run/cloud-init/cloud.cfg", "datasource_list: [ Ec2, None ]")
+    status, evidence = verdict(user_data.test_datasource_list_pinned,
+                               facts(cloud(("/etc/cloud/cloud.cfg", "disable_root: true"), this_boot)))
+    assert status == "fail" and evidence.startswith("datasource_list is set nowhere in /etc/cloud")
+    later = ("/etc/cloud/cloud.cfg.d/99-zz-leftover.cfg", "datasource_list: [ ConfigDrive, Ec2, None ]")
+    status, evidence = verdict(user_data.test_datasource_list_pinned, facts(cloud(packaged, ours, later)))
+    assert status == "fail" and "reads ConfigDrive, not only the platform's ['Ec2', 'None']" in evidence
+    entry = ["@@FILE@@ /boot/grub/grub.cfg", "101:\tlinux\t/boot/vmlinuz root=UUID=1 ds=nocloud;s=/dev/vdb/"]
+    status, evidence = verdict(user_data.test_datasource_list_pinned, facts(cloud(packaged, ours), ("grub-cfg", entry)))
+    assert status == "fail" and "a datasource chosen on the kernel command line: /boot/grub/grub.cfg" in evidence

@@ -49,6 +49,10 @@ def test_demo_evidence_before_proves_each_vector_open(demo):
         in found["root-login"][1]
     for channel in ("script", "boothook", "bootcmd", "runcmd", "write_files"):
         assert f"{channel} ran as root" in found["user-data"][1]
+    # The traps image lists ConfigDrive first: the buyer's volume passes for the datasource.
+    assert "the volume labelled config-2 was read as the datasource: it left volume-config-2 as root" \
+        in found["user-data"][1]
+    assert "cloud-init took the instance's metadata from DataSourceConfigDrive" in found["user-data"][1]
     assert "root=LABEL=cloudimg-rootfs also matches the decoy" in found["label-boot"][1]
 
 
@@ -60,3 +64,6 @@ def test_demo_evidence_after_proves_each_vector_closed(demo):
     assert "boot menu: " in found["root-login"][1]
     assert "refused to boot" in found["label-boot"][1]
     assert "no user-data channel ran" in found["user-data"][1]
+    # The metadata service answered (the Ec2 datasource found it) and the attached volumes were ignored.
+    assert "cloud-init used DataSourceEc2Local; the volumes labelled config-2 and cidata were not read" \
+        in found["user-data"][1]

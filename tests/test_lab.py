@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from hardening.lab import image as image_module
+from hardening.lab import imds
 from hardening.lab.vm import boot_instance
 
 pytestmark = pytest.mark.vm
@@ -21,18 +22,26 @@ def test_unchanged_recipe_reuses_the_cached_image(lab_image):
 
 
 @pytest.mark.heavy
-def test_boot_as_new_instance_is_vulnerable_by_design(lab_image, no_orphan_qemu):
-    with boot_instance(lab_image) as vm:
+def test_boot_as_new_instance_is_vulnerable_by_design(lab_image, no_orphan_qemu, tmp_path):
+    with boot_instance(lab_image, workdir=tmp_path, user_data="#cloud-config\nbootcmd: [touch /run/from-imds]\n",
+                       instance_id="i-0abcdef1234567890") as vm:
         vm.wait_for_cloud_init()
         rc, out, _ = vm.run("sudo -n id -u; cat /proc/cmdline; grep -c 'LABEL=cloudimg-rootfs' /etc/fstab; "
-                            "cat /var/lib/cloud/data/instance-id")
+                            "cat /var/lib/cloud/data/instance-id; sudo cat /run/cloud-init/result.json | tr -d '\\n'; "
+                            "echo; ls /run/from-imds")
     assert rc == 0
-    uid, cmdline, fstab_count, instance_id = out.split("\n")[:4]
+    uid, cmdline, fstab_count, instance_id, result, ran = out.split("\n")[:6]
     assert uid == "0"
     assert "root=LABEL=cloudimg-rootfs" in cmdline
     assert "console=ttyS0" in cmdline
     assert fstab_count == "1"
-    assert instance_id.startswith("i-")
+    # An EC2 instance from inside: the Ec2 datasource, fed by the IMDSv2 service with tokens.
+    assert instance_id == "i-0abcdef1234567890"
+    assert json.loads(result)["v1"]["datasource"].startswith("DataSourceEc2")
+    assert ran == "/run/from-imds"
+    served = imds.requests_served(tmp_path / "imds")
+    assert any(line.endswith("PUT /latest/api/token 200") for line in served)
+    assert any(line.endswith("/user-data 200 token") for line in served)
 
 
 @pytest.mark.heavy

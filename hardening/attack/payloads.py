@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from pathlib import Path
 
 import yaml
 
@@ -39,16 +42,50 @@ def cloud_config(public_key: str) -> str:
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def battery(public_key: str) -> str:
-    """MIME multi-part user-data: a #! script, a #cloud-boothook and the #cloud-config above."""
+def battery(public_key: str, source: str | None = None) -> str:
+    """MIME multi-part user-data: a #! script, a #cloud-boothook and the #cloud-config above; with
+    `source`, one more script leaves the marker `source` (which channel delivered the battery)."""
     message = MIMEMultipart()
     parts = (
         (f"#!/bin/sh\n{_marker('script')}\n", "x-shellscript", "probe.sh"),
         (f"#cloud-boothook\n#!/bin/sh\n{_marker('boothook')}\n", "cloud-boothook", "probe-boothook.sh"),
         (cloud_config(public_key), "cloud-config", "probe.yaml"),
+        *([(f"#!/bin/sh\n{_marker(source)}\n", "x-shellscript", "probe-source.sh")] if source else []),
     )
     for body, subtype, filename in parts:
         part = MIMEText(body, subtype)
         part.add_header("Content-Disposition", "attachment", filename=filename)
         message.attach(part)
     return message.as_string()
+
+
+# Filesystem labels that make cloud-init take a volume for the instance's datasource, and the marker
+# each volume leaves when it is read.
+IMPERSONATED = {"config-2": "ConfigDrive", "cidata": "NoCloud"}
+VOLUME_MARKER = "volume-"
+
+
+def _iso(directory: Path, label: str) -> Path:
+    image = directory.with_suffix(".iso")
+    subprocess.run(["genisoimage", "-quiet", "-output", str(image), "-volid", label, "-joliet", "-rock",
+                    str(directory)], check=True)
+    return image
+
+
+def impersonating_volumes(directory: Path, public_key: str) -> list[Path]:
+    """Volumes a buyer can attach at launch that pass for the instance's datasource: ConfigDrive
+    (`config-2`: its `files` are written as root on a new instance, its user_data is the battery) and
+    NoCloud (`cidata`: the battery as user-data). Each leaves `volume-<label>` in MARKER_DIR."""
+    drive = directory / "config-2"
+    (drive / "openstack" / "latest").mkdir(parents=True)
+    (drive / "openstack" / "content").mkdir()
+    (drive / "openstack" / "content" / "0000").write_text("0\n")
+    meta = {"uuid": "b0a1c2d3-0000-4000-8000-a11ac4ed0001", "hostname": "ami-lab", "public_keys": {"buyer": public_key},
+            "files": [{"path": f"{MARKER_DIR}/{VOLUME_MARKER}config-2", "content_path": "/content/0000"}]}
+    (drive / "openstack" / "latest" / "meta_data.json").write_text(json.dumps(meta))
+    (drive / "openstack" / "latest" / "user_data").write_text(battery(public_key, f"{VOLUME_MARKER}config-2"))
+    seed = directory / "cidata"
+    seed.mkdir()
+    (seed / "meta-data").write_text(yaml.safe_dump({"instance-id": "i-attached-cidata", "public-keys": [public_key]}))
+    (seed / "user-data").write_text(battery(public_key, f"{VOLUME_MARKER}cidata"))
+    return [_iso(drive, "config-2"), _iso(seed, "cidata")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -32,7 +33,8 @@ ATTACKS = {
     "root-login": "SSH as root with the key pair and a user-data password; the serial console; the boot menu "
                   "from power-on (command line and editor, init=/bin/sh)",
     "sudo": "sudo -n as the default user and as an account user-data created",
-    "user-data": "MIME battery: #! script, boothook, bootcmd, runcmd, write_files, users, chpasswd, ssh_pwauth",
+    "user-data": "MIME battery: #! script, boothook, bootcmd, runcmd, write_files, users, chpasswd, ssh_pwauth; "
+                 "volumes labelled config-2 and cidata attached at launch to pass for the datasource",
     "label-boot": "decoy volumes carrying the root's LABEL (before the disk) and LABEL+UUID (after it)",
 }
 OUTCOMES = {CLOSED: "pass", OPEN: "fail", INCONCLUSIVE: "error"}
@@ -46,6 +48,7 @@ echo '== probe-user'; getent passwd {payloads.PROBE_USER}
 echo '== cmdline'; cat /proc/cmdline
 echo '== root'; findmnt -no SOURCE,UUID,LABEL /
 echo '== decoy'; cat {DECOY_MARKER} 2>/dev/null
+echo '== datasource'; cat /run/cloud-init/result.json 2>/dev/null | tr -d '\n'; echo
 echo '== end'
 """
 
@@ -197,10 +200,13 @@ class Probe:
                 shutil.copyfile(work / boot / "console.log", self.console_dir / f"{boot}-console.log")
 
     def _hostile_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> tuple[Verdict, ...]:
-        self.log("boot 1: hostile user-data battery, same-label decoy attached before the real disk")
+        self.log("boot 1: hostile user-data battery, same-label decoy attached before the real disk, "
+                 "volumes labelled config-2 and cidata after it")
         started = time.monotonic()
+        work.mkdir(parents=True, exist_ok=True)
+        volumes = [Disk(path) for path in payloads.impersonating_volumes(work, self.public_key)]
         with boot_instance(self.image, user_data=payloads.battery(self.public_key), allow_reboot=False,
-                           extra_disks=[Disk(decoy, before=True)], wait=False, workdir=work,
+                           extra_disks=[Disk(decoy, before=True), *volumes], wait=False, workdir=work,
                            user=self.admin_user) as vm:
             if not self._wait_or_refuse(vm):
                 reason = self._refusal(vm)
@@ -309,12 +315,22 @@ class Probe:
         ran = []
         for line in facts.get("markers", []):
             name, _, owner = line.partition(" ")
-            ran.append(f"{name} ran as {owner}")
+            if name.startswith(payloads.VOLUME_MARKER):
+                label = name.removeprefix(payloads.VOLUME_MARKER)
+                ran.append(f"the volume labelled {label} was read as the datasource: it left {name} as {owner}")
+            else:
+                ran.append(f"{name} ran as {owner}")
         if first_line(facts, "probe-user"):
             ran.append(f"users: account {payloads.PROBE_USER!r} was created")
         if _password_allowed(target, "root"):
             ran.append("ssh_pwauth: sshd offers password authentication")
+        source = _datasource(first_line(facts, "datasource"))
+        labels = " and ".join(payloads.IMPERSONATED)
+        if source and not source.startswith("DataSourceEc2"):
+            ran.append(f"cloud-init took the instance's metadata from {source}, not the metadata service")
         evidence = ran or ["no user-data channel ran: no marker, no probe account, no password auth"]
+        if not ran and source:
+            evidence.append(f"cloud-init used {source}; the volumes labelled {labels} were not read")
         return Verdict("user-data", OPEN if ran else CLOSED, evidence)
 
     @staticmethod
@@ -332,6 +348,14 @@ class Probe:
             return Verdict("label-boot", OPEN, evidence)
         evidence.append(f"{boot}: root={spec} does not match the decoy")
         return Verdict("label-boot", CLOSED, evidence)
+
+
+def _datasource(result: str) -> str:
+    """The datasource named in cloud-init's /run/cloud-init/result.json ('' when it left none)."""
+    try:
+        return str(json.loads(result)["v1"]["datasource"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _grub_cfg(root_filesystem: Path) -> str:

@@ -19,6 +19,11 @@ class Variant(str, Enum):
     traps = "traps"
 
 
+class Metadata(str, Enum):
+    nocloud = "nocloud"
+    imds = "imds"
+
+
 class Format(str, Enum):
     text = "text"
     json = "json"
@@ -55,6 +60,9 @@ def boot_command(
     user_data: Path = typer.Option(None, "--user-data", help="User-data file handed to cloud-init."),
     user: str = typer.Option(DEFAULT_USER, "--user", help="The image's default user, who receives the key pair "
                              "(the traps variant's is ec2-user)."),
+    metadata: Metadata = typer.Option(Metadata.imds, help="Where cloud-init finds the instance: imds (DMI that says "
+                                      "Amazon EC2 and an IMDSv2 service at 169.254.169.254 that only this instance "
+                                      "reaches, as on EC2) or nocloud (a seed disk labelled cidata)."),
     fmt: Format = typer.Option(Format.text, "--format", help="text or json"),
 ) -> None:
     """Boot IMAGE as a new instance (copy-on-write overlay) and keep it up for a person to use.
@@ -65,7 +73,7 @@ def boot_command(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     try:
-        with boot_instance(image, user_data=data, user=user) as vm:
+        with boot_instance(image, user_data=data, user=user, metadata=metadata.value) as vm:
             record = vm.target.as_dict() | {"console": str(vm.console_log)}
             if fmt is Format.json:
                 typer.echo(json.dumps(record))

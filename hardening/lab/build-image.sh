@@ -71,9 +71,9 @@ printf 'auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n' >
 sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' "$root/etc/locale.gen"
 echo 'LANG=en_US.UTF-8' >"$root/etc/default/locale"
 
-# cloud-init as Debian's cloud images ship it: default user with passwordless sudo.
+# cloud-init as Debian's cloud images ship it: default user with passwordless sudo, and no
+# datasource_list (the built-in list; ds-identify keeps every datasource it finds).
 cat >"$root/etc/cloud/cloud.cfg.d/01-lab.cfg" <<EOF
-datasource_list: [ NoCloud, Ec2, None ]
 manage_etc_hosts: true
 system_info:
   default_user:
@@ -108,6 +108,7 @@ if [ "$variant" = traps ]; then
   printf 'PermitRootLogin yes\nKbdInteractiveAuthentication yes\nMatch User deploy\n  PasswordAuthentication yes\n' \
     >"$root/etc/ssh/sshd_config.d/00-access.conf"
   cat >"$root/etc/cloud/cloud.cfg.d/99-zz-leftover.cfg" <<'EOF'
+datasource_list: [ ConfigDrive, NoCloud, OpenStack, Ec2, None ]
 allow_userdata: true
 disable_root: false
 ssh_pwauth: true

@@ -20,11 +20,17 @@ import yaml
 
 from hardening import ssh
 from hardening.errors import HardeningError
+from hardening.lab import imds
 from hardening.lab.disk import image_format
 from hardening.lab.image import cache_dir
 from hardening.target import Target
 
 DEFAULT_USER = "admin"
+# Where an instance finds its metadata: a NoCloud seed disk, or the EC2 metadata service (IMDSv2).
+METADATA = ("nocloud", "imds")
+# The user network of an instance with IMDS holds 169.254.169.254; QEMU's DHCP gives the guest this address.
+IMDS_NETWORK, IMDS_GUEST = "169.254.0.0/16", "169.254.2.15"
+MAC = "52:54:00:12:34:56"
 BOOT_TIMEOUT = float(os.environ.get("AMI_HARDEN_BOOT_TIMEOUT", "300"))
 
 
@@ -155,9 +161,24 @@ class Instance:
             self._client = None
 
 
-def qemu_command(disk: Path, seed: Path, port: int, console_log: Path, serial_socket: Path,
-                 extra_disks: Sequence[Disk] = (), allow_reboot: bool = True, memory: int = 1024) -> list[str]:
-    """The QEMU command line of a lab instance: TCG, virtio, IDE seed, SSH on 127.0.0.1 only."""
+def make_imds(directory: Path, public_key: str, user_data: str | None, instance_id: str) -> list[str]:
+    """The EC2 metadata service's state for one instance, and the QEMU options that present it: DMI
+    that says EC2 (system UUID and serial alike, starting `ec2`) and the service at 169.254.169.254."""
+    service = directory / "imds"
+    service.mkdir()
+    imds.write_state(service, instance_id=instance_id, public_key=public_key, user_data=user_data, mac=MAC,
+                     local_ipv4=IMDS_GUEST, cidr=IMDS_NETWORK)
+    system_uuid = "ec2" + uuid.uuid4().hex[3:8] + "-" + str(uuid.uuid4())[9:]
+    return ["-smbios", f"type=1,manufacturer=Amazon EC2,product=t3.micro,serial={system_uuid},uuid={system_uuid}",
+            "-smbios", "type=3,manufacturer=Amazon EC2,asset=" + instance_id,
+            f"net={IMDS_NETWORK},dhcpstart={IMDS_GUEST},{imds.guestfwd(service)}"]
+
+
+def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, serial_socket: Path,
+                 extra_disks: Sequence[Disk] = (), allow_reboot: bool = True, memory: int = 1024,
+                 platform: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line of a lab instance: TCG, virtio, SSH on 127.0.0.1 only; its metadata from an
+    IDE seed disk, or (`platform`, from `make_imds`) from DMI and the metadata service."""
     drives: list[str] = []
     ordered = [d for d in extra_disks if d.before] + [Disk(disk, fmt="qcow2")] + [
         d for d in extra_disks if not d.before]
@@ -171,9 +192,10 @@ def qemu_command(disk: Path, seed: Path, port: int, console_log: Path, serial_so
         "-chardev", f"socket,id=ser0,path={serial_socket},server=on,wait=off,logfile={console_log}",
         "-serial", "chardev:ser0",
         *drives,
-        "-drive", f"file={seed},media=cdrom,if=ide,readonly=on",
-        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device", "virtio-net-pci,netdev=n0",
+        *(["-drive", f"file={seed},media=cdrom,if=ide,readonly=on"] if seed else []),
+        *platform[:-1],
+        "-netdev", ",".join(["user,id=n0,restrict=on", *platform[-1:], f"hostfwd=tcp:127.0.0.1:{port}-:22"]),
+        "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
     ]
     if not allow_reboot:
         command.append("-no-reboot")
@@ -194,13 +216,15 @@ def _stop(process: subprocess.Popen) -> None:
 def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequence[Disk] = (),
                   wait: bool = True, allow_reboot: bool = True, overlay: bool = True,
                   instance_id: str | None = None, workdir: Path | None = None,
-                  user: str = DEFAULT_USER) -> Iterator[Instance]:
+                  user: str = DEFAULT_USER, metadata: str = "imds") -> Iterator[Instance]:
     """Boot `image` as a new instance and yield it; QEMU is stopped on every way out.
 
     The image is booted through a copy-on-write overlay unless `overlay` is False. `user` is the
-    image's default user, who receives the key pair. With `wait`, the context is entered once SSH
-    answers for that user.
+    image's default user, who receives the key pair. `metadata` is where cloud-init finds the
+    instance (see METADATA). With `wait`, the context is entered once SSH answers for that user.
     """
+    if metadata not in METADATA:
+        raise HardeningError(f"unknown metadata source {metadata!r}; choose one of: {', '.join(METADATA)}")
     image = Path(image).resolve()
     fmt = image_format(image)
     require_qemu()
@@ -214,12 +238,17 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
             disk.unlink(missing_ok=True)
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image), str(disk)],
                            check=True)
-        seed = make_seed(work, Path(f"{key}.pub").read_text().strip(), user_data,
-                         instance_id or f"i-{uuid.uuid4().hex[:17]}")
+        public_key, instance_id = Path(f"{key}.pub").read_text().strip(), instance_id or f"i-{uuid.uuid4().hex[:17]}"
+        seed, platform = None, []
+        if metadata == "imds":
+            platform = make_imds(work, public_key, user_data, instance_id)
+        else:
+            seed = make_seed(work, public_key, user_data, instance_id)
         port = free_port()
         console_log = work / "console.log"
         serial_socket = work / "serial.sock"
-        command = qemu_command(disk, seed, port, console_log, serial_socket, extra_disks, allow_reboot)
+        command = qemu_command(disk, seed, port, console_log, serial_socket, extra_disks, allow_reboot,
+                               platform=platform)
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
         stack.callback(_stop, process)
