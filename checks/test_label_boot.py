@@ -1,24 +1,18 @@
 """Vector label-boot: a decoy volume carrying the root's label must not become /."""
 
-import re
-
 import pytest
+
+from hardening.kernel import root_argument
 
 _OFFLINE = "offline: no running kernel, judged the boot configuration"
 _BY_ID = ("UUID=", "PARTUUID=", "/dev/disk/by-uuid/", "/dev/disk/by-partuuid/")
-
-
-def _root_arg(line: str) -> str | None:
-    """The last root= argument of a kernel command line (the one the kernel uses)."""
-    found = re.findall(r"(?:^|\s)root=(\S+)", line)
-    return found[-1] if found else None
 
 
 @pytest.mark.control("LABEL-01")
 def test_root_found_by_uuid(facts, evidence):
     problems, checked = [], []
     if facts.cmdline is not None:
-        root = _root_arg(facts.cmdline)
+        root = root_argument(facts.cmdline)
         checked.append(f"/proc/cmdline root={root}")
         if not root or not root.startswith(("UUID=", "PARTUUID=")):
             problems.append(f"/proc/cmdline: root={root or '(none)'}")
@@ -28,7 +22,7 @@ def test_root_found_by_uuid(facts, evidence):
             number, _, text = line.partition(":")
             if not text.split() or text.split()[0] not in ("linux", "linux16", "linuxefi", "options"):
                 continue
-            root = _root_arg(text)
+            root = root_argument(text)
             checked.append(f"{path}:{number}")
             if not root or not root.startswith(("UUID=", "PARTUUID=")):
                 problems.append(f"{path}:{number}: root={root or '(none)'}")

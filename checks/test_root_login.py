@@ -114,6 +114,9 @@ def test_no_getty_without_login(facts, evidence):
     problems = [f"getty without a password: {line}" for line in lines]
     if facts.debug_shell.startswith("enabled"):
         problems.append(f"debug-shell.service is {facts.debug_shell} (a root shell on tty9)")
+    elif facts.debug_shell not in ("masked", "not-found") and not facts.debug_shell.startswith("Failed"):
+        problems.append(f"debug-shell.service is {facts.debug_shell}, not masked: systemd.debug_shell on the "
+                        f"kernel command line starts it (a root shell on tty9)")
     message = evidence("; ".join(problems) if problems else
                        f"none of {len(facts.getty_lines)} getty/console ExecStart lines logs in without a password; "
                        f"debug-shell.service {facts.debug_shell}")

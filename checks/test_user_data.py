@@ -13,8 +13,10 @@ _ROLE_DEFAULTS = PLAYBOOKS / "roles" / "ami_hardening_user_data" / "defaults" / 
 _DEFAULTS = yaml.safe_load(_ROLE_DEFAULTS.read_text())
 DENIED_MODULES = frozenset(_DEFAULTS["ami_hardening_user_data_module_denylist"])
 PLATFORM_DATASOURCES = tuple(_DEFAULTS["ami_hardening_user_data_datasource_list"])
+# A kernel argument whose URL cloud-init fetches into cloud.cfg.d (`url=` is its older name).
+_CONFIG_URL = re.compile(r"(^|[\s\"'])(cloud-config-url|url)=\S+")
 # Kernel arguments that choose a datasource whatever /etc/cloud says (ds-identify and NoCloud read them).
-_DATASOURCE_ARGUMENT = re.compile(r"(^|\s)(ci\.ds|ci\.datasource|ds)=\S+")
+_DATASOURCE_ARGUMENT = re.compile(r"(^|[\s\"'])(ci\.ds|ci\.datasource|ds)=\S+")
 _TRUE = ("true", "1", "on", "yes")
 _FALSE = ("off", "0", "no", "false")
 
@@ -107,9 +109,9 @@ def _on_kernel_cmdline(facts, matches) -> tuple[list[str], str]:
 
 @pytest.mark.control("USER-05")
 def test_no_cloud_config_on_kernel_cmdline(facts, evidence):
-    found, where = _on_kernel_cmdline(facts, lambda text: "cc:" in text)
+    found, where = _on_kernel_cmdline(facts, lambda text: "cc:" in text or bool(_CONFIG_URL.search(text)))
     message = evidence("cloud-config on the kernel command line: " + "; ".join(found) if found
-                       else f"no cc: in {where}")
+                       else f"no cc: or cloud-config-url= in {where}")
     assert not found, message
 
 

@@ -69,6 +69,9 @@ def selection(skip: Iterable[str] = (), only: Iterable[str] = ()) -> tuple[list[
     """
     skipped = [control(control_id) for control_id in skip]
     chosen = [control(control_id) for control_id in only]
+    both = [item.id for item in chosen if item in skipped]
+    if both:
+        raise HardeningError(f"{', '.join(both)} named by both --only and --skip; name each control once")
     off = skipped + ([item for item in controls() if item not in chosen] if chosen else [])
     return list(dict.fromkeys(item.tag for item in chosen)), {item.variable: False for item in off}
 

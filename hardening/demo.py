@@ -21,7 +21,6 @@ class DemoResult:
     after: AttackReport
     hardened_image: Path
     apply_log: Path
-    workdir: Path
 
     def table(self) -> str:
         """Before/after, one line per vector."""
@@ -60,4 +59,4 @@ def run_demo(workdir: Path, progress: Progress, profile: str = "marketplace", va
     with progress.stage("attack after") as stage:
         after = attack(hardened, profile=profile, admin_user=admin, log=stage.waiting,
                        console_dir=consoles_dir(workdir, "after"))
-    return DemoResult(before, after, hardened, apply_log, workdir)
+    return DemoResult(before, after, hardened, apply_log)

@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from hardening.apply import ansible_strategy_env, selection
 from hardening.catalog import control, require_profile
 from hardening.errors import HardeningError
 from hardening.lab.disk import image_format, mounted_root
+from hardening.seed import seed_files
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO / "packer"
@@ -86,16 +85,6 @@ def make_build_key(directory: Path) -> tuple[Path, str]:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ami-harden-build-{uuid.uuid4().hex[:8]}",
                     "-f", str(key)], check=True)
     return key, Path(f"{key}.pub").read_text().strip()
-
-
-def make_seed(directory: Path, public_key: str) -> list[Path]:
-    """NoCloud seed files: meta-data with a fresh instance id and the build key as the key pair."""
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {"instance-id": f"i-{uuid.uuid4().hex[:17]}", "local-hostname": "ami-build",
-            "public-keys": [public_key]}
-    (directory / "meta-data").write_text(yaml.safe_dump(meta))
-    (directory / "user-data").write_text("")
-    return [directory / "meta-data", directory / "user-data"]
 
 
 def packer_command(stage: Path, variables: dict[str, object], only: str = LOCAL_SOURCE) -> list[str]:
@@ -213,7 +202,7 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             "output_directory": str(work / "output"),
             "image_name": name,
             "ssh_private_key_file": str(key),
-            "seed_files": [str(path) for path in make_seed(work / "seed", public_key)],
+            "seed_files": [str(path) for path in seed_files(work / "seed", public_key, "ami-build")],
             "admin_user": admin_user,
             "profile": profile,
             "sealed_confirmed": sealed_confirmed,

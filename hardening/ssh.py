@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -57,15 +56,3 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 120.0) -> tup
     out = stdout.read().decode(errors="replace")
     err = stderr.read().decode(errors="replace")
     return stdout.channel.recv_exit_status(), out, err
-
-
-def wait_for_login(target: Target, deadline: float) -> paramiko.SSHClient:
-    """Retry until an SSH login succeeds or `deadline` (time.monotonic) passes."""
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        try:
-            return connect(target, timeout=10)
-        except HardeningError as error:
-            last = str(error)
-            time.sleep(2)
-    raise HardeningError(f"{target.url}: no SSH login before the deadline (last: {last})")

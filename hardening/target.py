@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
+
 from hardening.errors import HardeningError
 
 _SPEC = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+)(?::(?P<port>\d+))?/?$")
@@ -27,8 +29,8 @@ class Target:
         if not match:
             raise HardeningError(f"target {spec!r} is not of the form ssh://USER@HOST:PORT")
         key_path = Path(key).expanduser() if key else None
-        if key_path is not None and not key_path.is_file():
-            raise HardeningError(f"SSH key {key_path} does not exist")
+        if key_path is not None:
+            _require_private_key(key_path)
         return cls(
             host=match["host"],
             port=int(match["port"] or 22),
@@ -63,3 +65,16 @@ class Target:
         """A JSON-ready record of the target."""
         return {"target": self.url, "host": self.host, "port": self.port, "user": self.user,
                 "key": str(self.key) if self.key else None}
+
+
+def _require_private_key(path: Path) -> None:
+    """HardeningError unless `path` is a private key that can be used without a passphrase."""
+    if not path.is_file():
+        raise HardeningError(f"SSH key {path} does not exist")
+    try:
+        paramiko.PKey.from_path(path)
+    except (ValueError, TypeError, paramiko.SSHException, OSError, UnicodeDecodeError) as error:
+        # A protected key reads as PasswordRequiredException (PEM) or TypeError (OpenSSH format).
+        if isinstance(error, paramiko.PasswordRequiredException) or "password" in str(error).lower():
+            raise HardeningError(f"SSH key {path} needs a passphrase; give a key without one") from None
+        raise HardeningError(f"SSH key {path} is not a private key (ed25519, ECDSA or RSA)") from None

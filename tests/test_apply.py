@@ -58,11 +58,13 @@ def test_preflight_refusal_is_shown_verbatim(tmp_path):
     assert other.endswith(f"(log: {tmp_path})")
 
 
-def test_unknown_control_id_is_refused(tmp_path):
+def test_unknown_or_doubly_named_control_id_is_refused(tmp_path):
     key = tmp_path / "key"
-    key.write_text("not a key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     run = cli(f"ssh://admin@127.0.0.1:{free_port()}", "--key", str(key), "--skip", "ROOT-99")
     assert_one_line_error(run, "unknown control id 'ROOT-99'; see `ami-harden controls`")
+    run = cli(f"ssh://admin@127.0.0.1:{free_port()}", "--key", str(key), "--only", "ROOT-01", "--skip", "root-01")
+    assert_one_line_error(run, "ROOT-01 named by both --only and --skip; name each control once")
 
 
 def test_sealed_needs_confirmation():
@@ -80,6 +82,11 @@ def test_unreachable_port_is_refused(tmp_path):
 
 def test_missing_key_and_bad_target_are_refused(tmp_path):
     assert_one_line_error(cli("ssh://admin@127.0.0.1:22", "--key", str(tmp_path / "nope")), "does not exist")
+    (tmp_path / "notes").write_text("not a key\n")
+    assert_one_line_error(cli("ssh://admin@127.0.0.1:22", "--key", str(tmp_path / "notes")),
+                          f"SSH key {tmp_path / 'notes'} is not a private key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(tmp_path / "locked")], check=True)
+    assert_one_line_error(cli("ssh://admin@127.0.0.1:22", "--key", str(tmp_path / "locked")), "needs a passphrase")
     assert_one_line_error(cli("ssh://admin@@x:y"), "is not of the form ssh://USER@HOST:PORT")
 
 

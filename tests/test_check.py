@@ -21,9 +21,9 @@ from hardening.lab.vm import boot_instance
 
 XSD = Path(__file__).parent / "data" / "junit-jenkins.xsd"
 # What the vulnerable lab image (Debian's cloud defaults, root found by LABEL) fails and passes.
-LAB_FAILS = {"ROOT-01", "ROOT-02", "ROOT-08", "ROOT-09", "SUDO-02", "USER-01", "USER-02", "USER-03", "USER-04",
-             "USER-06", "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
-LAB_PASSES = {"ROOT-03", "ROOT-04", "ROOT-05", "ROOT-06", "ROOT-07", "ROOT-10", "SUDO-01", "SUDO-03", "SUDO-04",
+LAB_FAILS = {"ROOT-01", "ROOT-02", "ROOT-06", "ROOT-08", "ROOT-09", "SUDO-02", "USER-01", "USER-02", "USER-03",
+             "USER-04", "USER-06", "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
+LAB_PASSES = {"ROOT-03", "ROOT-04", "ROOT-05", "ROOT-07", "ROOT-10", "SUDO-01", "SUDO-03", "SUDO-04",
               "SUDO-05", "SUDO-06", "USER-05"}
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="offline checks chroot into the image and need root")
 
@@ -59,6 +59,7 @@ def test_every_control_has_exactly_one_check():
     (["/nonexistent/root"], "neither ssh://USER@HOST:PORT nor an existing directory or image file"),
     (["ssh://admin@127.0.0.1:1", "--key", "{key}"], "host unreachable"),
     (["ssh://admin@127.0.0.1:2222", "--key", "/nonexistent/key"], "does not exist"),
+    (["ssh://admin@127.0.0.1:2222", "--key", "{tmp}/not-an-image"], "is not a private key"),
     (["{tmp}", "--admin-user", "admin"], "holds no system root"),
     (["{tmp}"], "--admin-user is required"),
     (["{tmp}/not-an-image", "--admin-user", "admin"], "not a disk image"),
@@ -68,7 +69,7 @@ def test_every_control_has_exactly_one_check():
 @needs_root
 def test_bad_input_exits_2_with_one_line(tmp_path, args, expected):
     (tmp_path / "not-an-image").write_text("hello\n")
-    (tmp_path / "key").write_text("not a key\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
     args = [arg.format(tmp=tmp_path, key=tmp_path / "key") for arg in args]
     result = check(*args, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -13,6 +13,7 @@ from hardening.facts import (
     polkit_admin_rule,
     sshd_origin,
 )
+from hardening.kernel import root_argument
 
 
 def test_sections_keep_output_and_exit_code():
@@ -131,3 +132,8 @@ def test_boot_and_account_facts():
     assert facts.ssm_sudoers == ["/etc/sudoers.d/ssm-agent-users"]
     assert facts.sudoers_group_rules == {"sudo": ["/etc/sudoers:50: %sudo ALL=(ALL:ALL) ALL"]}
     assert facts.cmdline is None and facts.sshd_installed is False
+
+
+def test_the_kernel_uses_the_last_root_argument():
+    assert root_argument("BOOT_IMAGE=/vmlinuz root=LABEL=cloudimg-rootfs ro root=UUID=1 quiet") == "UUID=1"
+    assert root_argument("BOOT_IMAGE=/vmlinuz ro initroot=x") is None

@@ -13,6 +13,7 @@ import pytest
 from hardening import ami_template, packer
 from hardening.errors import HardeningError
 from hardening.lab.vm import boot_instance
+from hardening.seed import seed_files
 
 POWEROFF_TRIGGER = "/dev/shm/ami-hardening-poweroff"  # local.poweroff_trigger in packer/locals.pkr.hcl
 
@@ -45,7 +46,7 @@ def qemu_vars(tmp_path):
     base = tmp_path / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
     key, public = packer.make_build_key(tmp_path)
-    seed = packer.make_seed(tmp_path / "seed", public)
+    seed = seed_files(tmp_path / "seed", public, "ami-build")
     values = {"base_image": str(base), "ssh_private_key_file": str(key), "seed_files": [str(p) for p in seed],
               "output_directory": str(tmp_path / "out"), "playbook_dir": str(packer.PLAYBOOK_DIR)}
     return [arg for name, value in values.items()

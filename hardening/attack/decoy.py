@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from hardening.errors import HardeningError
-from hardening.lab.disk import image_format, loop_partition, raw_copy
+from hardening.lab.disk import image_format, loop_partition, raw_copy, run_tool
 
 DECOY_MARKER = "/ami-decoy"
 
@@ -21,12 +20,7 @@ class RootIdentity:
     uuid: str
 
 
-def _run(*args: str, ok: tuple[int, ...] = (0,)) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode not in ok:
-        message = " ".join((result.stderr.strip() or result.stdout.strip()).split())
-        raise HardeningError(f"decoy: {args[0]} failed: {message}")
-    return result.stdout.strip()
+_run = partial(run_tool, context="decoy: ")
 
 
 def make_decoys(image: Path, directory: Path) -> tuple[RootIdentity, Path, Path]:

@@ -15,10 +15,6 @@ PROBE_USER = "amiprobe"
 ROOT_PASSWORD = "Ami-Probe-Passw0rd!"
 SUDOERS_DROP = "/etc/sudoers.d/99-ami-probe"
 
-# Channel name -> how the probe recognises that it ran.
-CHANNELS = ("script", "boothook", "bootcmd", "runcmd", "write_files", "users", "chpasswd", "ssh_pwauth",
-            "disable_root")
-
 
 def _marker(name: str) -> str:
     return f"mkdir -p {MARKER_DIR} && id -u > {MARKER_DIR}/{name}"

@@ -22,6 +22,7 @@ from hardening.attack.console import SerialConsole, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.catalog import require_profile
 from hardening.errors import HardeningError
+from hardening.kernel import root_argument
 from hardening.lab.disk import image_format
 from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key, require_qemu
 from hardening.report import Document
@@ -113,12 +114,6 @@ def sections(output: str) -> dict[str, list[str]]:
 def first_line(facts: dict[str, list[str]], name: str) -> str:
     """The first line of a GATHER section ('' when the section is missing or empty)."""
     return (facts.get(name) or [""])[0]
-
-
-def root_spec(cmdline: str) -> str:
-    """The `root=` value of a kernel command line ('' when absent)."""
-    match = re.search(r"(?:^|\s)root=(\S+)", cmdline)
-    return match.group(1) if match else ""
 
 
 def spec_matches_decoy(spec: str, identity: RootIdentity, decoy_uuid: str) -> bool:
@@ -336,7 +331,7 @@ class Probe:
     @staticmethod
     def _label(facts: dict[str, list[str]], identity: RootIdentity, decoy_uuid: str, boot: str) -> Verdict:
         cmdline = " ".join(facts.get("cmdline", []))
-        spec = root_spec(cmdline)
+        spec = root_argument(cmdline) or ""
         mounted = " ".join(facts.get("root", []))
         decoy_mounted = bool(" ".join(facts.get("decoy", [])).strip())
         evidence = [f"{boot}: root={spec or '(none)'}; / is {mounted or '(unknown)'}"]

@@ -12,10 +12,13 @@ from pathlib import Path
 from hardening.errors import HardeningError
 
 
-def _run(*args: str) -> str:
+def run_tool(*args: str, ok: tuple[int, ...] = (0,), context: str = "") -> str:
+    """Run a system tool and return its stripped output; HardeningError (`context` first, then the tool's
+    message on one line) when it exits with a code outside `ok`."""
     result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise HardeningError(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+    if result.returncode not in ok:
+        message = " ".join((result.stderr.strip() or result.stdout.strip()).split())
+        raise HardeningError(f"{context}{args[0]} failed: {message}")
     return result.stdout.strip()
 
 
@@ -40,14 +43,14 @@ def raw_copy(image: Path) -> Iterator[Path]:
     """A temporary raw copy of `image` (sparse), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="ami-raw-", dir="/var/tmp") as tmp:
         raw = Path(tmp) / "disk.raw"
-        _run("qemu-img", "convert", "-O", "raw", str(image), str(raw))
+        run_tool("qemu-img", "convert", "-O", "raw", str(image), str(raw))
         yield raw
 
 
 @contextmanager
 def loop_partition(raw: Path, partition: int = 1) -> Iterator[str]:
     """Attach a raw disk to a loop device and yield the node of one partition (no udev needed)."""
-    loop = _run("losetup", "-P", "--find", "--show", str(raw))
+    loop = run_tool("losetup", "-P", "--find", "--show", str(raw))
     try:
         node = f"{loop}p{partition}"
         subprocess.run(["partx", "-u", loop], capture_output=True, check=False)
@@ -74,6 +77,6 @@ def mounted_root(image: Path, read_only: bool = True) -> Iterator[Path]:
         raw = image if image_format(image) == "raw" else stack.enter_context(raw_copy(image))
         node = stack.enter_context(loop_partition(raw))
         mountpoint = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ami-root-")))
-        _run("mount", "-o", "ro" if read_only else "rw", node, str(mountpoint))
+        run_tool("mount", "-o", "ro" if read_only else "rw", node, str(mountpoint))
         stack.callback(subprocess.run, ["umount", str(mountpoint)], capture_output=True, check=False)
         yield mountpoint

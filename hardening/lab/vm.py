@@ -16,13 +16,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hardening import ssh
 from hardening.errors import HardeningError
 from hardening.lab import imds
 from hardening.lab.disk import image_format
 from hardening.lab.image import cache_dir
+from hardening.seed import seed_files
 from hardening.target import Target
 
 DEFAULT_USER = "admin"
@@ -59,15 +58,11 @@ def free_port() -> int:
 
 
 def make_seed(directory: Path, public_key: str, user_data: str | None, instance_id: str) -> Path:
-    """A NoCloud seed ISO (label cidata): meta-data with a fresh instance-id and the key pair."""
-    seed_dir = directory / "seed"
-    seed_dir.mkdir()
-    meta = {"instance-id": instance_id, "local-hostname": "ami-lab", "public-keys": [public_key]}
-    (seed_dir / "meta-data").write_text(yaml.safe_dump(meta))
-    (seed_dir / "user-data").write_text(user_data or "")
+    """A NoCloud seed ISO (label cidata): meta-data with the instance-id and the key pair."""
+    files = seed_files(directory / "seed", public_key, "ami-lab", user_data, instance_id)
     iso = directory / "seed.iso"
     subprocess.run(["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet", "-rock",
-                    str(seed_dir / "meta-data"), str(seed_dir / "user-data")], check=True)
+                    *map(str, files)], check=True)
     return iso
 
 
@@ -93,7 +88,6 @@ class Instance:
     target: Target
     console_log: Path
     serial_socket: Path
-    workdir: Path
     _client: object = field(default=None, repr=False)
 
     def alive(self) -> bool:
@@ -252,8 +246,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
         stack.callback(_stop, process)
-        instance = Instance(process, Target("127.0.0.1", port, user, key), console_log,
-                            serial_socket, work)
+        instance = Instance(process, Target("127.0.0.1", port, user, key), console_log, serial_socket)
         stack.callback(instance.close_ssh)
         time.sleep(0.5)
         if process.poll() is not None:
