@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
+from hardening.catalog import PROFILES
 from hardening.facts import Facts, gather_script
-
-PROFILES = ("marketplace", "sealed")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

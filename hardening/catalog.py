@@ -11,7 +11,15 @@ import yaml
 from hardening.errors import HardeningError
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yml")
-PROFILES = ("marketplace", "sealed")
+
+
+@cache
+def _catalog() -> dict:
+    return yaml.safe_load(CATALOG_PATH.read_text())
+
+
+PROFILES: tuple[str, ...] = tuple(_catalog()["profiles"])
+VECTORS: tuple[str, ...] = tuple(_catalog()["vectors"])
 
 
 def require_profile(profile: str) -> None:
@@ -46,8 +54,7 @@ class Control:
 @cache
 def controls() -> tuple[Control, ...]:
     """Every control, in catalog order."""
-    data = yaml.safe_load(CATALOG_PATH.read_text())
-    return tuple(Control(**{**entry, "profiles": tuple(entry["profiles"])}) for entry in data["controls"])
+    return tuple(Control(**{**entry, "profiles": tuple(entry["profiles"])}) for entry in _catalog()["controls"])
 
 
 def control(control_id: str) -> Control:

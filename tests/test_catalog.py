@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardening.catalog import PROFILES, control, controls, vector_tags
+from hardening.catalog import PROFILES, VECTORS, control, controls, vector_tags
 from hardening.errors import HardeningError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +133,20 @@ def test_controls_command_lists_the_catalog():
     table = subprocess.run(run[:-2], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert table.splitlines()[0].split() == ["ID", "VECTOR", "PROFILES", "TAG", "TITLE"]
     assert len(table.splitlines()) == len(controls()) + 1
+
+
+def test_profiles_written_outside_python_are_the_catalogs():
+    """Packer's validation and the roles' argument specs cannot import the catalog: they must agree with it."""
+    hcl = (ROOT / "packer" / "variables.pkr.hcl").read_text()
+    listed = re.search(r"contains\((\[[^\]]*\]), var\.profile\)", hcl)
+    assert listed and tuple(json.loads(listed.group(1))) == PROFILES
+    preflight = yaml.safe_load((ROLES / "ami_hardening_preflight" / "vars" / "main.yml").read_text())
+    assert tuple(preflight["ami_hardening_preflight_profiles"]) == PROFILES
+    for role, option in (("ami_hardening_preflight", "ami_hardening_profile"),
+                         ("ami_hardening_seal", "ami_hardening_seal_profile")):
+        spec = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+        assert tuple(spec["argument_specs"]["main"]["options"][option]["choices"]) == PROFILES, role
+
+
+def test_every_control_names_a_catalog_vector():
+    assert {item.vector for item in controls()} == set(VECTORS)

@@ -20,7 +20,7 @@ from hardening.attack import payloads
 from hardening.attack.bootmenu import default_entry, probe_boot_menu
 from hardening.attack.console import SerialConsole, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
-from hardening.catalog import require_profile
+from hardening.catalog import VECTORS, require_profile
 from hardening.errors import HardeningError
 from hardening.kernel import root_argument
 from hardening.lab.disk import image_format
@@ -28,7 +28,6 @@ from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_ke
 from hardening.report import Document
 from hardening.target import Target
 
-VECTORS = ("root-login", "sudo", "user-data", "label-boot")
 OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
 ATTACKS = {
     "root-login": "SSH as root with the key pair and a user-data password; the serial console; the boot menu "

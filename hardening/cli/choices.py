@@ -2,18 +2,10 @@
 
 from enum import Enum
 
+from hardening.catalog import PROFILES
+from hardening.report import FORMATS
 
-class Profile(str, Enum):
-    """The hardening profiles."""
-
-    marketplace = "marketplace"
-    sealed = "sealed"
-
-
-class ReportFormat(str, Enum):
-    """The formats of the `check` and `attack` reports."""
-
-    table = "table"
-    json = "json"
-    junit = "junit"
-    html = "html"
+# The hardening profiles, as the catalog names them.
+Profile = Enum("Profile", {name: name for name in PROFILES}, type=str)
+# The formats of the `check` and `attack` reports.
+ReportFormat = Enum("ReportFormat", {name: name for name in FORMATS}, type=str)
