@@ -1,5 +1,6 @@
 """Vector root-login: nobody logs in as root, by SSH, password, key, cloud-init, console or boot loader."""
 
+import fnmatch
 import importlib.util
 import re
 
@@ -27,6 +28,26 @@ def _setting(facts, keyword: str, who: str = "") -> str:
     return f"{keyword} {value}" + (f" (set by {origin})" if origin else " (sshd default)")
 
 
+def _in_match_blocks(facts, keyword: str, allowed: str, for_root: bool = False) -> list[str]:
+    """Match blocks that set `keyword` to anything but `allowed` (`sshd -T -C` saw only the connections
+    it was asked about); with `for_root`, blocks that select users other than root are left out."""
+    found = []
+    for where, match, value in facts.sshd_match_settings(keyword):
+        if value.lower() == allowed or (for_root and not _may_select_root(match)):
+            continue
+        found.append(f"{where}: {keyword} {value} inside '{match}'")
+    return found
+
+
+def _may_select_root(match: str) -> bool:
+    """Whether a Match line can select a login as root (only `Match User` lists without root cannot)."""
+    words = match.split()[1:]
+    if len(words) != 2 or words[0].lower() != "user":
+        return True
+    patterns = words[1].split(",")
+    return any(p.startswith("!") or fnmatch.fnmatch("root", p) for p in patterns)
+
+
 def _sshd_absent(facts, evidence, why: str) -> bool:
     """True (with evidence) when sshd is not installed; fail when sshd -T cannot tell its configuration."""
     if not facts.sshd_installed:
@@ -42,8 +63,10 @@ def test_sshd_refuses_root(facts, evidence):
     if _sshd_absent(facts, evidence, ": no SSH root login"):
         return
     values = {facts.sshd().get("permitrootlogin"), facts.sshd("root").get("permitrootlogin")}
-    message = evidence(f"sshd -T (global and for user root): {_setting(facts, 'permitrootlogin', 'root')}")
-    assert values == {"no"}, message
+    matched = _in_match_blocks(facts, "permitrootlogin", "no", for_root=True)
+    message = evidence("; ".join([f"sshd -T (global and for user root): {_setting(facts, 'permitrootlogin', 'root')}",
+                                  *matched]))
+    assert values == {"no"} and not matched, message
 
 
 @pytest.mark.control("ROOT-02")
@@ -53,8 +76,10 @@ def test_sshd_refuses_passwords(facts, evidence):
     keywords = ("passwordauthentication", "kbdinteractiveauthentication", "permitemptypasswords")
     who = ["", "root"] + ([facts.admin_user] if facts.admin_user else [])
     wrong = sorted({_setting(facts, k, w) for k in keywords for w in who if facts.sshd(w).get(k) != "no"})
-    message = evidence("sshd -T: " + ("; ".join(wrong) if wrong else " ".join(f"{k} no" for k in keywords)))
-    assert not wrong, message
+    matched = [found for k in keywords for found in _in_match_blocks(facts, k, "no")]
+    message = evidence("; ".join(["sshd -T: " + ("; ".join(wrong) if wrong else " ".join(f"{k} no" for k in keywords)),
+                                  *matched]))
+    assert not wrong and not matched, message
 
 
 @pytest.mark.control("ROOT-03")
@@ -130,6 +155,7 @@ def test_no_authorized_keys_command(facts, evidence):
     value = facts.sshd("root").get("authorizedkeyscommand", "none")
     problems = [] if value == "none" else [f"sshd -T: {_setting(facts, 'authorizedkeyscommand', 'root')}"]
     problems += [f"sshd started with it: {line}" for line in facts.sshd_unit_commands]
+    problems += _in_match_blocks(facts, "authorizedkeyscommand", "none")
     message = evidence("; ".join(problems) or "sshd -T: authorizedkeyscommand none; no unit passes one")
     assert not problems, message
 

@@ -286,6 +286,33 @@ def sshd_origin(files: dict[str, list[str]], keyword: str) -> str | None:
     return walk("/etc/ssh/sshd_config")
 
 
+def sshd_match_settings(files: dict[str, list[str]], keyword: str) -> list[tuple[str, str, str]]:
+    """`(file:line, the Match line, value)` of every setting of `keyword` inside a Match block, in the order
+    sshd reads the files. `sshd -T -C` judges only the connection it is given; these are the others."""
+    found: list[tuple[str, str, str]] = []
+
+    def walk(path: str, depth: int = 0) -> None:
+        match = ""
+        for number, raw in enumerate(files.get(path, []), 1):
+            text = raw.split("#", 1)[0].strip()
+            if not text:
+                continue
+            word, _, value = re.sub(r"^(\S+?)\s*=\s*", r"\1 ", text).partition(" ")
+            word, value = word.lower(), value.strip()
+            if word == "match":
+                match = "" if value.lower() == "all" else f"Match {value}"
+            elif word == "include" and depth < 8:
+                for pattern in value.split():
+                    pattern = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
+                    for included in sorted(p for p in files if fnmatch.fnmatch(p, pattern)):
+                        walk(included, depth + 1)
+            elif match and word == keyword.lower():
+                found.append((f"{path}:{number}", match, value))
+
+    walk("/etc/ssh/sshd_config")
+    return found
+
+
 def merge_cloud_files(files: dict[str, str]) -> tuple[dict, dict[tuple[str, ...], str]]:
     """Merge /etc/cloud/cloud.cfg, cloud.cfg.d/*.cfg (in name order) and /run/cloud-init/cloud.cfg the
     way cloud-init's fetch_base_config does (later files win, dicts merge recursively, lists are
@@ -365,6 +392,9 @@ class Facts:
 
     def sshd_origin(self, keyword: str) -> str | None:
         return sshd_origin(self.sshd_files, keyword)
+
+    def sshd_match_settings(self, keyword: str) -> list[tuple[str, str, str]]:
+        return sshd_match_settings(self.sshd_files, keyword)
 
     @cached_property
     def sshd_unit_commands(self) -> list[str]:
