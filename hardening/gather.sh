@@ -1,0 +1,174 @@
+#!/bin/sh
+# The facts `check` judges, printed in delimited sections (hardening/facts.py parses them).
+# @OFFLINE@ and @ADMIN@ are filled in before it runs.
+# shellcheck disable=SC2317  # functions run through run(), which shellcheck cannot follow
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH
+LC_ALL=C; export LC_ALL
+OFFLINE=@OFFLINE@
+ADMIN=@ADMIN@
+run() { name=$1; shift; printf '@@AMI@@ %s\n' "$name"; "$@" 2>&1; printf '\n@@RC@@ %s\n' "$?"; }
+files() { for f in "$@"; do [ -f "$f" ] && printf '@@FILE@@ %s\n' "$f" && cat "$f" && echo; done; return 0; }
+sshd_t() {
+  if [ "$OFFLINE" = 1 ]; then
+    unshare -m sh -c 'mount -t tmpfs ami-check /run && mkdir -m 755 /run/sshd &&
+      ssh-keygen -q -t ed25519 -N "" -f /run/ami-check-key && exec sshd -T -h /run/ami-check-key "$@"' sh "$@"
+  else
+    sshd -T "$@"
+  fi
+}
+account_keys() {
+  # Every account's authorized keys where sshd looks for them (AuthorizedKeysFile, %h and %u expanded).
+  spec=$(printf '%s\n' "$ROOT_SSHD" | awk '$1 == "authorizedkeysfile" { for (i = 2; i <= NF; i++) print $i }')
+  getent passwd | while IFS=: read -r user _ _ _ _ home _; do
+    [ "$user" = root ] && home=${home:-/root}
+    for k in ${spec:-.ssh/authorized_keys .ssh/authorized_keys2}; do
+      [ "$k" = none ] && continue
+      k=$(printf '%s' "$k" | sed -e "s|%h|$home|g" -e "s|%u|$user|g" -e 's|%%|%|g')
+      case $k in /*) ;; *) k=$home/$k ;; esac
+      [ -f "$k" ] || continue
+      printf '@@FILE@@ %s %s\n' "$user" "$k"
+      grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$k"
+    done
+  done
+  return 0
+}
+sudo_list() {
+  if [ -z "$(command -v sudo)" ]; then echo '@@NOSUDO@@'; return 0; fi
+  for u in $(getent passwd | awk -F: -v half="$1" 'NR % 2 == half { print $1 }'); do
+    printf '@@USER@@ %s\n' "$u"
+    RES_OPTIONS='timeout:1 attempts:1' sudo -l -U "$u" 2>&1 | grep -v 'unable to resolve host'
+  done
+  return 0
+}
+shadow() {
+  awk -F: '{ s = $2; t = "unusable"
+    if (s == "") t = "empty"
+    else if (s ~ /^[!*]/) t = "locked"
+    else if (s ~ /^\$/ || (length(s) == 13 && s ~ /^[.\/0-9A-Za-z]+$/)) t = "hash"
+    print $1 ":" t }' /etc/shadow
+}
+gettys() {
+  # How every getty and console unit starts (drop-ins included), and whether the debug shell is on.
+  dirs="/etc/systemd /run/systemd/system /usr/lib/systemd/system"
+  [ -L /lib ] || dirs="$dirs /lib/systemd/system"
+  # shellcheck disable=SC2086  # $dirs is a list of directories
+  grep -rsnE '^[[:space:]]*ExecStart=' $dirs | grep -E '^[^:]*(getty|console)[^:]*:'
+  grep -snE '^[^#].*getty' /etc/inittab
+  printf '@@DEBUG_SHELL@@ %s\n' "$(systemctl is-enabled debug-shell.service 2>&1 | tail -n 1)"
+  return 0
+}
+grub_cfg() {
+  for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/efi/EFI/*/grub.cfg; do
+    [ -f "$f" ] || continue
+    printf '@@FILE@@ %s\n' "$f"
+    pattern='^[[:space:]]*(linux|linux16|linuxefi|search|search\.[a-z_]+|menuentry|password|password_pbkdf2)[[:space:]]'
+    grep -nE "$pattern|set (superusers|timeout)=" "$f" |
+      sed -E 's/^([0-9]+:[[:space:]]*password(_pbkdf2)?[[:space:]]+[^[:space:]]+[[:space:]]+)[^[:space:]]+/\1(hash)/'
+  done
+  return 0
+}
+bls() {
+  for f in /boot/loader/entries/*.conf; do
+    [ -f "$f" ] || continue
+    printf '@@FILE@@ %s\n' "$f"
+    grep -n '^options' "$f"
+  done
+  grep -sh '^kernelopts=' /boot/grub2/grubenv /boot/grub/grubenv
+  return 0
+}
+grub_defaults() {
+  (
+    # shellcheck disable=SC1090  # grub's defaults, sourced as grub-mkconfig sources them
+    for f in /etc/default/grub /etc/default/grub.d/*.cfg; do [ -f "$f" ] && . "$f"; done
+    for v in GRUB_CMDLINE_LINUX GRUB_CMDLINE_LINUX_DEFAULT GRUB_CMDLINE_LINUX_RECOVERY GRUB_DEVICE \
+      GRUB_DISABLE_UUID GRUB_DISABLE_LINUX_UUID GRUB_DISABLE_LINUX_PARTUUID; do
+      eval "printf '%s=%s\n' $v \"\${$v-}\""
+    done
+  )
+  grep -sHn '^[[:space:]]*GRUB_CMDLINE_LINUX' /etc/default/grub /etc/default/grub.d/*.cfg | sed 's/^/@@LINE@@ /'
+  return 0
+}
+find_guard() {
+  # The guard's path in an initramfs: initramfs-tools sorts its archive, so scripts/ comes early and
+  # grep stops decompressing there; an early uncompressed (microcode) archive needs lsinitramfs.
+  # shellcheck disable=SC2209  # the names of the commands to run, not their output
+  case $(od -An -tx1 -N4 "$1" | tr -d ' ') in
+    1f8b*) unpack=zcat ;; 28b52ffd) unpack='zstd -dcq' ;; fd377a58) unpack=xzcat ;; 02214c18) unpack=lz4cat ;;
+    *) unpack= ;;
+  esac
+  if [ -n "$unpack" ]; then
+    $unpack <"$1" 2>&- | grep -a -o -m 1 'scripts/[a-z-]*/ami-root-unique'
+  elif [ -n "$(command -v lsinitramfs)" ]; then
+    lsinitramfs "$1" | grep ami-root-unique
+  else
+    lsinitrd "$1" | grep ami-root-unique
+  fi
+}
+initramfs() {
+  for unpack in zcat 'zstd -dcq' xzcat lz4cat; do
+    [ -n "$(command -v "${unpack%% *}")" ] || continue
+    listing=$($unpack <"$1" 2>&- | cpio -t 2>&-) && { printf '%s\n' "$listing"; return 0; }
+  done
+  if [ -n "$(command -v lsinitramfs)" ]; then lsinitramfs "$1"; else lsinitrd "$1"; fi
+}
+initramfs() {
+  if [ "$OFFLINE" = 1 ]; then
+    # shellcheck disable=SC2012  # kernel file names have no odd characters
+    kver=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
+  else
+    kver=$(uname -r)
+  fi
+  for img in "/boot/initrd.img-$kver" "/boot/initramfs-$kver.img"; do
+    [ -f "$img" ] || continue
+    echo "@@IMAGE@@ $img"
+    find_guard "$img"
+    return 0
+  done
+  echo "@@IMAGE@@ none for kernel ${kver:-unknown}"
+  return 1
+}
+pkexec_mode() {
+  p=$(command -v pkexec)
+  [ -n "$p" ] && stat -Lc '%a %U %n' "$p"
+  return 0
+}
+ssm() {
+  for u in amazon-ssm-agent.service snap.amazon-ssm-agent.amazon-ssm-agent.service; do
+    for d in /etc/systemd/system /run/systemd/system /usr/lib/systemd/system /lib/systemd/system; do
+      [ -e "$d/$u" ] && echo "@@UNIT@@ $u $(systemctl is-enabled "$u" 2>&1 | tail -n 1)" && break
+    done
+  done
+  [ -e /etc/sudoers.d/ssm-agent-users ] && echo '@@FILE@@ /etc/sudoers.d/ssm-agent-users'
+  return 0
+}
+bg() { if [ -n "$TMPD" ]; then run "$@" >"$TMPD/$1" & else run "$@"; fi; }
+CMDLINE='' TMPD=''
+[ "$OFFLINE" = 1 ] || { CMDLINE=$(cat /proc/cmdline); TMPD=$(mktemp -d); }
+bg sudo-0 sudo_list 0
+bg sudo-1 sudo_list 1
+bg initramfs initramfs
+run sshd sshd_t
+ROOT_SSHD=$(sshd_t -C user=root,host=localhost,addr=127.0.0.1 2>&1); rc=$?
+printf '@@AMI@@ sshd-root\n%s\n@@RC@@ %s\n' "$ROOT_SSHD" "$rc"
+[ -n "$ADMIN" ] && run sshd-admin sshd_t -C "user=$ADMIN,host=localhost,addr=127.0.0.1"
+run sshd-files files /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*
+run sshd-units grep -rsHn AuthorizedKeysCommand /etc/systemd/system /run/systemd/system /usr/lib/systemd/system
+run account-keys account_keys
+run passwd getent passwd
+run group getent group
+run shadow shadow
+run sudoers-groups grep -sHnE '^[[:space:]]*%' /etc/sudoers /etc/sudoers.d/*
+run cloud-files files /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg /run/cloud-init/cloud.cfg
+run gettys gettys
+[ "$OFFLINE" = 1 ] || run cmdline printf '%s\n' "$CMDLINE"
+run grub-cfg grub_cfg
+run bls bls
+run grub-defaults grub_defaults
+run fstab cat /etc/fstab
+[ "$OFFLINE" = 1 ] || run findmnt findmnt -no SOURCE,UUID,PARTUUID,LABEL /
+run pkexec pkexec_mode
+run polkit files /etc/polkit-1/rules.d/*.rules /usr/share/polkit-1/rules.d/*.rules
+run ssm ssm
+wait
+if [ -n "$TMPD" ]; then cat "$TMPD"/*; rm -rf "$TMPD"; fi
+exit 0
