@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from hardening import ssh
-from hardening.catalog import control, controls, require_profile
+from hardening.catalog import require_profile, select
 from hardening.errors import HardeningError
 from hardening.target import Target
 
@@ -67,13 +67,10 @@ def selection(skip: Iterable[str] = (), only: Iterable[str] = ()) -> tuple[list[
     A skipped control is switched off through its variable rather than --skip-tags: tasks shared by
     several controls (reading grub.cfg, regenerating it) carry all their tags and must still run.
     """
-    skipped = [control(control_id) for control_id in skip]
-    chosen = [control(control_id) for control_id in only]
-    both = [item.id for item in chosen if item in skipped]
-    if both:
-        raise HardeningError(f"{', '.join(both)} named by both --only and --skip; name each control once")
-    off = skipped + ([item for item in controls() if item not in chosen] if chosen else [])
-    return list(dict.fromkeys(item.tag for item in chosen)), {item.variable: False for item in off}
+    only = list(only)
+    chosen, off = select(only, skip)
+    tags = list(dict.fromkeys(item.tag for item in chosen)) if only else []
+    return tags, {item.variable: False for item in off}
 
 
 def inventory_for(target: Target | str | Path) -> dict | Path:

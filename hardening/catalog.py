@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -55,6 +56,18 @@ class Control:
 def controls() -> tuple[Control, ...]:
     """Every control, in catalog order."""
     return tuple(Control(**{**entry, "profiles": tuple(entry["profiles"])}) for entry in _catalog()["controls"])
+
+
+def select(only: Iterable[str] = (), skip: Iterable[str] = ()) -> tuple[list[Control], list[Control]]:
+    """The controls `only` names (every one when it names none) less those `skip` names, and the rest;
+    HardeningError for an unknown id or one named by both."""
+    named = [control(item) for item in only]
+    skipped = [control(item) for item in skip]
+    both = [item.id for item in named if item in skipped]
+    if both:
+        raise HardeningError(f"{', '.join(both)} named by both --only and --skip; name each control once")
+    chosen = [item for item in controls() if (not named or item in named) and item not in skipped]
+    return chosen, [item for item in controls() if item not in chosen]
 
 
 def control(control_id: str) -> Control:

@@ -71,11 +71,11 @@ def resolve_target(spec: str, key: str | Path | None = None) -> Target | Path:
 
 
 def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_user: str | None = None,
-               controls: Iterable[str] | None = None) -> CheckReport:
-    """Check a live target over SSH (with sudo), a mounted root directory or a disk image (as root)."""
+               controls: Iterable[str] | None = None, skip: Iterable[str] = ()) -> CheckReport:
+    """Check a live target over SSH (with sudo), a mounted root directory or a disk image (as root):
+    every control, or those `controls` names, less those `skip` names."""
     catalog.require_profile(profile)
-    chosen = {catalog.control(item).id for item in controls} if controls else None
-    wanted = [control for control in catalog.controls() if chosen is None or control.id in chosen]
+    wanted, _ = catalog.select(controls or (), skip)
     if isinstance(target, Target):
         os_name = _live_preflight(target)
         args = [f"--hosts={target.testinfra_url}", "--sudo"]

@@ -64,6 +64,7 @@ def test_every_control_has_exactly_one_check():
     (["{tmp}"], "--admin-user is required"),
     (["{tmp}/not-an-image", "--admin-user", "admin"], "not a disk image"),
     (["{tmp}", "--admin-user", "admin", "--only", "ROOT-99"], "unknown control id"),
+    (["{tmp}", "--admin-user", "admin", "--only", "ROOT-01", "--skip", "ROOT-01"], "named by both --only and --skip"),
     (["{tmp}", "--profile", "loose"], "loose"),
 ])
 @needs_root
@@ -88,6 +89,9 @@ def test_every_control_gets_a_verdict_and_evidence():
     assert report.os != "unknown" and report.checked_at.endswith("Z")
     only = run_checks("/", profile="sealed", controls=["label-02", "ROOT-03"])
     assert [result.control for result in only.results] == ["ROOT-03", "LABEL-02"]
+    rest = run_checks("/", profile="sealed", skip=["root-03", "LABEL-02"])
+    assert [result.control for result in rest.results] == [
+        control.id for control in catalog.controls() if control.id not in ("ROOT-03", "LABEL-02")]
 
 
 @pytest.mark.vm
