@@ -155,22 +155,31 @@ class Instance:
             self._client = None
 
 
-def make_imds(directory: Path, public_key: str, user_data: str | None, instance_id: str) -> list[str]:
-    """The EC2 metadata service's state for one instance, and the QEMU options that present it: DMI
-    that says EC2 (system UUID and serial alike, starting `ec2`) and the service at 169.254.169.254."""
+@dataclass(frozen=True)
+class Platform:
+    """What an instance's QEMU presents besides its disks: machine options (DMI) and user-network options."""
+
+    machine: tuple[str, ...] = ()
+    network: tuple[str, ...] = ()
+
+
+def make_imds(directory: Path, public_key: str, user_data: str | None, instance_id: str) -> Platform:
+    """The EC2 metadata service's state for one instance, and what presents it: DMI that says EC2
+    (system UUID and serial alike, starting `ec2`) and the service at 169.254.169.254."""
     service = directory / "imds"
     service.mkdir()
     imds.write_state(service, instance_id=instance_id, public_key=public_key, user_data=user_data, mac=MAC,
                      local_ipv4=IMDS_GUEST, cidr=IMDS_NETWORK)
-    system_uuid = "ec2" + uuid.uuid4().hex[3:8] + "-" + str(uuid.uuid4())[9:]
-    return ["-smbios", f"type=1,manufacturer=Amazon EC2,product=t3.micro,serial={system_uuid},uuid={system_uuid}",
-            "-smbios", "type=3,manufacturer=Amazon EC2,asset=" + instance_id,
-            f"net={IMDS_NETWORK},dhcpstart={IMDS_GUEST},{imds.guestfwd(service)}"]
+    system_uuid = "ec2" + str(uuid.uuid4())[3:]
+    return Platform(
+        machine=("-smbios", f"type=1,manufacturer=Amazon EC2,product=t3.micro,serial={system_uuid},uuid={system_uuid}",
+                 "-smbios", f"type=3,manufacturer=Amazon EC2,asset={instance_id}"),
+        network=(f"net={IMDS_NETWORK}", f"dhcpstart={IMDS_GUEST}", imds.guestfwd(service)))
 
 
 def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, serial_socket: Path,
                  extra_disks: Sequence[Disk] = (), allow_reboot: bool = True, memory: int = 1024,
-                 platform: Sequence[str] = ()) -> list[str]:
+                 platform: Platform = Platform()) -> list[str]:
     """The QEMU command line of a lab instance: TCG, virtio, SSH on 127.0.0.1 only; its metadata from an
     IDE seed disk, or (`platform`, from `make_imds`) from DMI and the metadata service."""
     drives: list[str] = []
@@ -187,8 +196,8 @@ def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, se
         "-serial", "chardev:ser0",
         *drives,
         *(["-drive", f"file={seed},media=cdrom,if=ide,readonly=on"] if seed else []),
-        *platform[:-1],
-        "-netdev", ",".join(["user,id=n0,restrict=on", *platform[-1:], f"hostfwd=tcp:127.0.0.1:{port}-:22"]),
+        *platform.machine,
+        "-netdev", ",".join(["user,id=n0,restrict=on", *platform.network, f"hostfwd=tcp:127.0.0.1:{port}-:22"]),
         "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
     ]
     if not allow_reboot:
@@ -233,7 +242,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image), str(disk)],
                            check=True)
         public_key, instance_id = Path(f"{key}.pub").read_text().strip(), instance_id or f"i-{uuid.uuid4().hex[:17]}"
-        seed, platform = None, []
+        seed, platform = None, Platform()
         if metadata == "imds":
             platform = make_imds(work, public_key, user_data, instance_id)
         else:
