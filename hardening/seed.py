@@ -3,7 +3,9 @@ labelled `cidata` (a Packer build's CD, a lab instance's seed)."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -18,3 +20,10 @@ def seed_files(directory: Path, public_key: str, hostname: str, user_data: str |
     (directory / "meta-data").write_text(yaml.safe_dump(meta))
     (directory / "user-data").write_text(user_data or "")
     return [directory / "meta-data", directory / "user-data"]
+
+
+def iso(output: Path, label: str, sources: Sequence[Path]) -> Path:
+    """An ISO9660 image labelled `label` holding `sources` at its root (a directory: its contents)."""
+    subprocess.run(["genisoimage", "-quiet", "-output", str(output), "-volid", label, "-joliet", "-rock",
+                    *map(str, sources)], check=True)
+    return output

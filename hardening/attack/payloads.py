@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
 
 import yaml
+
+from hardening.seed import iso, seed_files
 
 MARKER_DIR = "/var/lib/ami-probe"
 PROBE_USER = "amiprobe"
@@ -55,17 +56,10 @@ def battery(public_key: str, source: str | None = None) -> str:
     return message.as_string()
 
 
-# Filesystem labels that make cloud-init take a volume for the instance's datasource, and the marker
-# each volume leaves when it is read.
-IMPERSONATED = {"config-2": "ConfigDrive", "cidata": "NoCloud"}
+# Filesystem labels that make cloud-init take a volume for the instance's datasource (ConfigDrive's
+# and NoCloud's), and the prefix of the marker each volume leaves when it is read.
+IMPERSONATED = ("config-2", "cidata")
 VOLUME_MARKER = "volume-"
-
-
-def _iso(directory: Path, label: str) -> Path:
-    image = directory.with_suffix(".iso")
-    subprocess.run(["genisoimage", "-quiet", "-output", str(image), "-volid", label, "-joliet", "-rock",
-                    str(directory)], check=True)
-    return image
 
 
 def impersonating_volumes(directory: Path, public_key: str) -> list[Path]:
@@ -80,8 +74,6 @@ def impersonating_volumes(directory: Path, public_key: str) -> list[Path]:
             "files": [{"path": f"{MARKER_DIR}/{VOLUME_MARKER}config-2", "content_path": "/content/0000"}]}
     (drive / "openstack" / "latest" / "meta_data.json").write_text(json.dumps(meta))
     (drive / "openstack" / "latest" / "user_data").write_text(battery(public_key, f"{VOLUME_MARKER}config-2"))
-    seed = directory / "cidata"
-    seed.mkdir()
-    (seed / "meta-data").write_text(yaml.safe_dump({"instance-id": "i-attached-cidata", "public-keys": [public_key]}))
-    (seed / "user-data").write_text(battery(public_key, f"{VOLUME_MARKER}cidata"))
-    return [_iso(drive, "config-2"), _iso(seed, "cidata")]
+    seed = seed_files(directory / "cidata", public_key, "ami-lab", battery(public_key, f"{VOLUME_MARKER}cidata"),
+                      "i-attached-cidata")
+    return [iso(directory / "config-2.iso", "config-2", [drive]), iso(directory / "cidata.iso", "cidata", seed)]

@@ -21,7 +21,7 @@ from hardening.errors import HardeningError
 from hardening.lab import imds
 from hardening.lab.disk import image_format
 from hardening.lab.image import cache_dir
-from hardening.seed import seed_files
+from hardening.seed import iso, seed_files
 from hardening.target import Target
 
 DEFAULT_USER = "admin"
@@ -60,10 +60,7 @@ def free_port() -> int:
 def make_seed(directory: Path, public_key: str, user_data: str | None, instance_id: str) -> Path:
     """A NoCloud seed ISO (label cidata): meta-data with the instance-id and the key pair."""
     files = seed_files(directory / "seed", public_key, "ami-lab", user_data, instance_id)
-    iso = directory / "seed.iso"
-    subprocess.run(["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet", "-rock",
-                    *map(str, files)], check=True)
-    return iso
+    return iso(directory / "seed.iso", "cidata", files)
 
 
 def _die_with_parent() -> None:
