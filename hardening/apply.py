@@ -16,14 +16,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import yaml
 
 from hardening import ssh
 from hardening.catalog import require_profile, select
+from hardening.disk import chroot_root
 from hardening.errors import HardeningError
-from hardening.target import Target
+from hardening.target import Image, Target
 
 PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
 PLAYBOOK = PLAYBOOKS / "harden.yml"
@@ -132,12 +134,14 @@ def _failure_message(task: str, host: str, kind: str, data: str, log_path: Path)
     return f"{host}: {what} '{task}': {message} (log: {log_path})"
 
 
-def apply(target: Target | str | Path, profile: str = "marketplace", admin_user: str | None = None,
+def apply(target: Target | Image | str | Path, profile: str = "marketplace", admin_user: str | None = None,
           skip: Iterable[str] = (), only: Iterable[str] = (), check: bool = False, diff: bool = False,
           extra_vars: dict | None = None, log_path: Path | None = None, sealed_confirmed: bool = False,
           progress: Callable[[str], None] | None = None) -> ApplyResult:
     """Run playbooks/harden.yml against `target`; raise HardeningError when it cannot run or a task fails.
 
+    An Image (a disk image file or a mounted root directory) is hardened offline through chroot, on
+    the host's CPU; an image file is changed only when the whole run succeeds, and never with `check`.
     `skip`/`only` take control ids (ROOT-01 ...); the preflight role always runs. `progress` receives
     ansible-playbook's output line by line (changed and failed tasks; ok and skipped ones are hidden).
     """
@@ -145,14 +149,30 @@ def apply(target: Target | str | Path, profile: str = "marketplace", admin_user:
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError(SEALED_WARNING)
     tags, switched_off = selection(skip, only)
-    inventory = inventory_for(target)
-    _preflight(target)
-
     variables = {"ami_hardening_profile": profile, "ami_hardening_sealed_confirmed": sealed_confirmed,
                  **({"ami_hardening_admin_user": admin_user} if admin_user else {}), **switched_off,
                  **(extra_vars or {})}
     log_path = Path(log_path) if log_path else default_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    run = partial(_playbook, tags=tags, check=check, diff=diff, log_path=log_path, progress=progress)
+    if isinstance(target, Image):
+        require_ansible()
+        if os.geteuid() != 0:
+            raise HardeningError("an offline apply mounts the image and chroots into it: run it as root")
+        if profile == "marketplace" and not admin_user:
+            raise HardeningError("--admin-user is required for an offline marketplace apply")
+        with chroot_root(target.path) as mounted:
+            result = run(Image.chroot_inventory(mounted.root), {**variables, "ami_hardening_offline": True},
+                         strategy={})
+            mounted.keep = result.changed > 0 and not check
+            return result
+    inventory = inventory_for(target)
+    _preflight(target)
+    return run(inventory, variables, strategy=ansible_strategy_env())
+
+
+def _playbook(inventory: dict | Path, variables: dict, tags: list[str], check: bool, diff: bool,
+              log_path: Path, progress: Callable[[str], None] | None, strategy: dict[str, str]) -> ApplyResult:
     with tempfile.TemporaryDirectory(prefix="ami-harden-apply-") as work:
         if isinstance(inventory, dict):
             inventory_file = Path(work) / "inventory.yml"
@@ -164,16 +184,17 @@ def apply(target: Target | str | Path, profile: str = "marketplace", admin_user:
         command = ["ansible-playbook", "-i", str(inventory_file), "-e", f"@{vars_file}", str(PLAYBOOK)]
         command += ["--check"] * check + ["--diff"] * diff
         command += [f"--tags={','.join(tags)}"] * bool(tags)
-        return _run(command, log_path, check, progress)
+        return _run(command, log_path, check, progress, strategy)
 
 
-def _run(command: list[str], log_path: Path, check: bool,
-         progress: Callable[[str], None] | None) -> ApplyResult:
-    """Run ansible-playbook, tee its output to the log, and parse the recap and failures."""
+def _run(command: list[str], log_path: Path, check: bool, progress: Callable[[str], None] | None,
+         strategy: dict[str, str]) -> ApplyResult:
+    """Run ansible-playbook, tee its output to the log, and parse the recap and failures; stop it when
+    interrupted."""
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
            "ANSIBLE_DISPLAY_OK_HOSTS": "False", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True", **ansible_strategy_env()}
+           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True", **strategy}
     result = ApplyResult(check=check, log_path=log_path)
     failures: list[str] = []
     task = ""
@@ -182,20 +203,25 @@ def _run(command: list[str], log_path: Path, check: bool,
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env=env, cwd=PLAYBOOKS)
         assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            log.write(raw)
-            log.flush()
-            if progress and line.strip():
-                progress(line)
-            if match := _TASK.match(line):
-                task = match["name"]
-            elif match := _FATAL.match(line):
-                failures.append(_failure_message(task, match["host"], match["kind"], match["data"], log_path))
-            elif match := _RECAP.match(line):
-                result.hosts.append(match["host"])
-                for name in ("ok", "changed", "unreachable", "failed", "skipped"):
-                    setattr(result, name, getattr(result, name) + int(match[name]))
+        try:
+            for raw in process.stdout:
+                line = raw.rstrip("\n")
+                log.write(raw)
+                log.flush()
+                if progress and line.strip():
+                    progress(line)
+                if match := _TASK.match(line):
+                    task = match["name"]
+                elif match := _FATAL.match(line):
+                    failures.append(_failure_message(task, match["host"], match["kind"], match["data"], log_path))
+                elif match := _RECAP.match(line):
+                    result.hosts.append(match["host"])
+                    for name in ("ok", "changed", "unreachable", "failed", "skipped"):
+                        setattr(result, name, getattr(result, name) + int(match[name]))
+        except BaseException:
+            process.terminate()
+            process.wait()
+            raise
         result.returncode = process.wait()
     if failures:
         raise HardeningError(failures[0])

@@ -91,7 +91,7 @@ def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_
         raise HardeningError("--admin-user is required for an offline marketplace check")
     if path.is_dir():
         return _offline(path, str(path), profile, admin_user, wanted)
-    from hardening.lab.disk import mounted_root
+    from hardening.disk import mounted_root
 
     with mounted_root(path, read_only=True) as root:
         return _offline(root, str(path), profile, admin_user, wanted)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from hardening.apply import ansible_strategy_env, selection
 from hardening.catalog import control, require_profile
+from hardening.disk import image_format, mounted_root
 from hardening.errors import HardeningError
-from hardening.lab.disk import image_format, mounted_root
 from hardening.seed import seed_files
 
 REPO = Path(__file__).resolve().parent.parent

@@ -67,6 +67,21 @@ class Target:
                 "key": str(self.key) if self.key else None}
 
 
+@dataclass(frozen=True)
+class Image:
+    """A disk image file (qcow2, raw, ...) or a directory holding a mounted root, reached through chroot."""
+
+    path: Path
+
+    @staticmethod
+    def chroot_inventory(root: Path) -> dict:
+        """An Ansible YAML inventory that runs every task inside `root` through chroot."""
+        host_vars = {"ansible_connection": "ami_hardening_chroot", "ansible_host": str(root),
+                     "ansible_become": False, "ansible_python_interpreter": "/usr/bin/python3",
+                     "ansible_remote_tmp": "/run/ami-hardening/ansible"}
+        return {"all": {"hosts": {"image": host_vars}}}
+
+
 def _require_private_key(path: Path) -> None:
     """HardeningError unless `path` is a private key that can be used without a passphrase."""
     if not path.is_file():

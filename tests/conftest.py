@@ -21,6 +21,15 @@ def traps_image():
     return ensure_image("traps")
 
 
+def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:
+    """`run` refused its input as the CLI promises: exit 2 and one line naming `expected`, no traceback."""
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ami-harden: error: "), run.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in run.stdout + run.stderr
+
+
 def qemu_processes() -> set[str]:
     """PIDs of running qemu-system processes."""
     result = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True, check=False)
@@ -48,30 +57,44 @@ def demo(tmp_path_factory, traps_image):
     return result, workdir
 
 
+def overlay(image, dest):
+    """A new qcow2 file `dest` backed by `image` (which it never changes)."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image), str(dest)], check=True)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def hardened_image(request, tmp_path_factory, lab_image, traps_image):
-    """A factory of hardened copies of the lab images, one per (variant, profile), kept for the session; the
-    traps image's marketplace copy is the demo's."""
+    """A factory of hardened copies of the lab images, one per (variant, profile, offline), kept for the
+    session: offline ones through `apply IMAGE` (chroot, needs root), the others over SSH on a booted
+    copy; the traps image's marketplace copy over SSH is the demo's."""
+    from hardening.apply import apply
     from hardening.lab.hardened import harden_copy
+    from hardening.target import Image
 
     made = {}
     directory = tmp_path_factory.mktemp("hardened")
     sources = {"debian": lab_image, "traps": traps_image}
 
-    def make(variant: str = "debian", profile: str = "marketplace"):
-        if (variant, profile) == ("traps", "marketplace") and (variant, profile) not in made:
+    def make(variant: str = "debian", profile: str = "marketplace", offline: bool = False):
+        key = (variant, profile, offline)
+        if key == ("traps", "marketplace", False) and key not in made:
             result, workdir = request.getfixturevalue("demo")
-            made[variant, profile] = workdir / "hardened-marketplace.qcow2"
+            made[key] = workdir / "hardened-marketplace.qcow2"
             log = workdir / "apply.log"
-            assert made[variant, profile].is_file(), f"the demo made no hardened copy; see {log}\n{result.stderr}"
+            assert made[key].is_file(), f"the demo made no hardened copy; see {log}\n{result.stderr}"
             assert "failed=0" in log.read_text(), f"hardening traps failed; see {log}"
-        if (variant, profile) not in made:
-            dest = directory / f"{variant}-{profile}.qcow2"
-            log = directory / f"{variant}-{profile}.log"
-            result = harden_copy(sources[variant], dest, profile=profile, log_path=log, user=VARIANTS[variant])
+        if key not in made:
+            name = f"{variant}-{profile}{'-offline' * offline}"
+            dest, log = directory / f"{name}.qcow2", directory / f"{name}.log"
+            if offline:
+                result = apply(Image(overlay(sources[variant], dest)), profile=profile, admin_user=VARIANTS[variant],
+                               log_path=log, sealed_confirmed=profile == "sealed")
+            else:
+                result = harden_copy(sources[variant], dest, profile=profile, log_path=log, user=VARIANTS[variant])
             assert result.failed == 0 and result.unreachable == 0, f"hardening {variant} failed; see {log}"
             assert result.changed > 0, f"hardening {variant} changed nothing; see {log}"
-            made[variant, profile] = dest
-        return made[variant, profile]
+            made[key] = dest
+        return made[key]
 
     return make

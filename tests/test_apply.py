@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import assert_one_line_error
 
 from hardening.apply import _failure_message, apply, selection
 from hardening.catalog import control
@@ -29,14 +30,6 @@ MERGED = ("sudo -n cloud-init query merged_cfg | python3 -c 'import json,sys; c=
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ami-harden", "apply", *args], capture_output=True, text=True, timeout=900, check=False)
-
-
-def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:
-    assert run.returncode == 2, run.stdout + run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ami-harden: error: "), run.stderr
-    assert expected in lines[0]
-    assert "Traceback" not in run.stdout + run.stderr
 
 
 def test_skip_switches_a_control_off_and_only_selects_its_tags():

@@ -5,20 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 
+from conftest import assert_one_line_error
+
 from hardening.attack.bootmenu import default_entry, with_shell
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
     return subprocess.run(["ami-harden", *args], capture_output=True, text=True, timeout=timeout, env=env,
                           check=False)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ami-harden: error:") and needle in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_help_documents_the_probe():

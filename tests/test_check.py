@@ -15,7 +15,7 @@ import xmlschema
 
 from hardening import catalog
 from hardening.check import CHECKS_DIR
-from hardening.lab.disk import mounted_root
+from hardening.disk import mounted_root
 from hardening.lab.image import VARIANTS
 from hardening.lab.vm import boot_instance
 

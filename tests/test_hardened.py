@@ -1,16 +1,19 @@
 """The judge: the attack probe on hardened copies of the lab images, each booted as a new instance.
 
-The demo test attacks the traps image and its marketplace copy; these cover the rest."""
+The demo test attacks the traps image and its marketplace copy hardened over SSH; these cover the
+copies hardened offline and what happens to a hardened image later."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
+from conftest import overlay
 
 from hardening.catalog import VECTORS
-from hardening.lab.hardened import writable_copy
+from hardening.disk import chroot_root
 from hardening.lab.image import VARIANTS
 
 pytestmark = pytest.mark.vm
@@ -33,16 +36,29 @@ def assert_all_closed(verdicts: dict) -> None:
     assert not open_, f"not CLOSED: {json.dumps(open_, indent=2)}"
 
 
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="an offline apply mounts the image and needs root")
+
+
+@needs_root
+def test_a_copy_hardened_offline_holds_after_update_grub_and_a_new_initramfs(hardened_image, tmp_path,
+                                                                             no_orphan_qemu):
+    """`apply IMAGE` (chroot, never booted), then the image's own update-grub and update-initramfs as a
+    kernel update runs them: cloud-init creates the admin at first boot, sudo works for it alone, and every
+    vector is CLOSED."""
+    updated = overlay(hardened_image("traps", "marketplace", offline=True), tmp_path / "after-update-grub.qcow2")
+    with chroot_root(updated) as mounted:
+        run = subprocess.run(["chroot", str(mounted.root), "/bin/sh", "-c",
+                              "update-grub && update-initramfs -u -k all"], capture_output=True, text=True,
+                             timeout=600, check=False)
+        assert run.returncode == 0, run.stdout + run.stderr
+    verdicts = attack(updated, "--admin-user", ADMIN)
+    assert_all_closed(verdicts)
+    assert f"{ADMIN}: sudo -n gives root (expected: the marketplace admin)" in verdicts["sudo"]["evidence"]
+
+
 @pytest.mark.heavy
+@needs_root
 def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
-    verdicts = attack(hardened_image("traps", "sealed"), "--profile", "sealed", "--admin-user", ADMIN)
+    verdicts = attack(hardened_image("traps", "sealed", offline=True), "--profile", "sealed", "--admin-user", ADMIN)
     assert_all_closed(verdicts)
     assert f"{ADMIN}: sudo -n refused" in verdicts["sudo"]["evidence"]
-
-
-def test_still_closed_after_update_grub_and_reboot(hardened_image, tmp_path, no_orphan_qemu):
-    updated = tmp_path / "after-update-grub.qcow2"
-    with writable_copy(hardened_image("traps", "marketplace"), updated, ADMIN) as vm:
-        rc, out, err = vm.run("sudo -n update-grub && sudo -n update-initramfs -u", timeout=600)
-        assert rc == 0, out + err
-    assert_all_closed(attack(updated, "--admin-user", ADMIN))

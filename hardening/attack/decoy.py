@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from hardening.lab.disk import image_format, loop_partition, raw_copy, run_tool
+from hardening.disk import image_format, loop_partition, raw_copy, run_tool
 
 DECOY_MARKER = "/ami-decoy"
 

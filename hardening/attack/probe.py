@@ -21,9 +21,9 @@ from hardening.attack.bootmenu import default_entry, probe_boot_menu
 from hardening.attack.console import SerialConsole, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.catalog import VECTORS, require_profile
+from hardening.disk import image_format
 from hardening.errors import HardeningError
 from hardening.kernel import root_argument
-from hardening.lab.disk import image_format
 from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key, require_qemu
 from hardening.report import Document
 from hardening.target import Target

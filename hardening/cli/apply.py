@@ -9,15 +9,20 @@ import typer
 
 from hardening.apply import LOCAL, apply
 from hardening.cli.choices import Profile
-from hardening.target import Target
+from hardening.disk import is_disk_image
+from hardening.target import Image, Target
 
 
-def _target(spec: str, key: Path | None) -> Target | str | Path:
-    """TARGET as a Target (ssh://...), "local", or an inventory file path."""
+def _target(spec: str, key: Path | None) -> Target | Image | str | Path:
+    """TARGET as a Target (ssh://...), "local", an Image (a disk image file or a mounted root directory),
+    or an inventory file path."""
     if spec == LOCAL:
         return LOCAL
-    if "://" not in spec and Path(spec).is_file():
-        return Path(spec)
+    path = Path(spec).expanduser()
+    if "://" not in spec and (path.is_dir() or is_disk_image(path)):
+        return Image(path)
+    if "://" not in spec and path.is_file():
+        return path
     return Target.parse(spec, key=key)
 
 
@@ -44,7 +49,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("apply")
     def apply_command(
-        target: str = typer.Argument(..., help="ssh://USER@HOST:PORT, local, or an Ansible inventory file."),
+        target: str = typer.Argument(..., help="ssh://USER@HOST:PORT, local, a disk image "
+                                    "(qcow2 or raw) or mounted root directory, or an Ansible inventory file."),
         key: Path = typer.Option(None, "--key", help="SSH private key for an ssh:// target."),
         profile: Profile = typer.Option(Profile.marketplace, help="marketplace: one key-based admin keeps "
                                         "sudo (AWS policy); sealed: nobody keeps sudo (breaks the policy)."),

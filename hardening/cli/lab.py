@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from enum import Enum
 from pathlib import Path
@@ -49,10 +48,6 @@ def image_command(
     typer.echo(str(path))
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 @lab.command("boot")
 def boot_command(
     image: Path = typer.Argument(..., help="Disk image to boot (qcow2 or raw); never modified."),
@@ -70,7 +65,6 @@ def boot_command(
     Example: ami-harden lab boot ~/.cache/ami-harden/lab-debian-*.qcow2 --for 600 --format json
     """
     data = user_data.read_text() if user_data else None
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     try:
         with boot_instance(image, user_data=data, user=user, metadata=metadata.value) as vm:

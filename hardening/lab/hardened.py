@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hardening.apply import ApplyResult, apply
-from hardening.lab.disk import image_format
+from hardening.disk import image_format
 from hardening.lab.vm import DEFAULT_USER, Instance, boot_instance
 
 

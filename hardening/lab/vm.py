@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardening import ssh
+from hardening.disk import image_format
 from hardening.errors import HardeningError
 from hardening.lab import imds
-from hardening.lab.disk import image_format
 from hardening.lab.image import cache_dir
 from hardening.seed import iso, seed_files
 from hardening.target import Target

@@ -1,0 +1,264 @@
+"""Disk images on the host: read their format, attach them to loop devices, mount their root
+filesystem, and prepare a mounted root for commands run in it through chroot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hardening.errors import HardeningError
+
+MIN_IMAGE = 1024 * 1024
+BY_UUID = Path("/dev/disk/by-uuid")
+
+
+def run_tool(*args: str, ok: tuple[int, ...] = (0,), context: str = "") -> str:
+    """Run a system tool and return its stripped output; HardeningError (`context` first, then the tool's
+    message on one line) when it exits with a code outside `ok`."""
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode not in ok:
+        message = " ".join((result.stderr.strip() or result.stdout.strip()).split())
+        raise HardeningError(f"{context}{args[0]} failed: {message}")
+    return result.stdout.strip()
+
+
+def _info(path: Path, shared: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(["qemu-img", "info", "--output=json", *(["-U"] * shared), str(path)],
+                          capture_output=True, text=True, check=False)
+
+
+def is_disk_image(path: Path) -> bool:
+    """True when `path` is a file qemu reads as a disk image large enough to hold a system (an image
+    in use by a VM counts); small raw files such as an inventory do not."""
+    if not Path(path).is_file():
+        return False
+    result = _info(Path(path), shared=True)
+    if result.returncode != 0:
+        return False
+    info = json.loads(result.stdout)
+    return info.get("format") != "raw" or info.get("virtual-size", 0) >= MIN_IMAGE
+
+
+def image_format(path: Path) -> str:
+    """The format qemu-img reads for `path` (qcow2, raw, ...); HardeningError if it is not a disk image
+    or a running VM holds it."""
+    if not path.is_file():
+        raise HardeningError(f"disk image {path} does not exist")
+    result = _info(path)
+    if result.returncode != 0:
+        if "lock" in result.stderr:
+            raise HardeningError(f"{path} is in use (a running VM holds it); stop the VM first")
+        raise HardeningError(f"{path} is not a disk image qemu can read")
+    info = json.loads(result.stdout)
+    if info.get("format") == "raw" and info.get("virtual-size", 0) < MIN_IMAGE:
+        raise HardeningError(f"{path} is not a disk image (too small to hold a system)")
+    return info["format"]
+
+
+@contextmanager
+def raw_copy(image: Path, directory: Path | str = "/var/tmp") -> Iterator[Path]:
+    """A temporary raw copy of `image` (sparse) in `directory`, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ami-raw-", dir=directory) as tmp:
+        raw = Path(tmp) / "disk.raw"
+        run_tool("qemu-img", "convert", "-O", "raw", str(image), str(raw))
+        yield raw
+
+
+@contextmanager
+def loop_device(raw: Path) -> Iterator[str]:
+    """Attach a raw disk to a loop device with its partitions (no udev needed); always detach."""
+    loop = run_tool("losetup", "-P", "--find", "--show", str(raw))
+    try:
+        subprocess.run(["partx", "-u", loop], capture_output=True, check=False)
+        yield loop
+    finally:
+        subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+
+
+def _appeared(node: str) -> str:
+    """`node` once the kernel has created it (partx without udev can take a moment)."""
+    for _ in range(50):
+        if Path(node).exists():
+            return node
+        time.sleep(0.1)
+    raise HardeningError(f"partition {node} did not appear")
+
+
+@contextmanager
+def loop_partition(raw: Path, partition: int = 1) -> Iterator[str]:
+    """Attach a raw disk to a loop device and yield the node of one partition."""
+    with loop_device(raw) as loop:
+        yield _appeared(f"{loop}p{partition}")
+
+
+def filesystems(loop: str) -> list[dict[str, str]]:
+    """The filesystems on a loop device's partitions, read from their superblocks (no udev here):
+    NAME (the node), TYPE, UUID, LABEL and PARTUUID each."""
+    out = run_tool("lsblk", "--json", "--paths", "--output", "NAME,TYPE", loop)
+    found = []
+    for device in json.loads(out)["blockdevices"][0].get("children", []):
+        if device.get("type") != "part":
+            continue
+        node = _appeared(device["name"])
+        probe = subprocess.run(["blkid", "-p", "-o", "export", node], capture_output=True, text=True, check=False)
+        fields = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+        if fields.get("TYPE"):
+            found.append({"NAME": node, "TYPE": fields["TYPE"], "UUID": fields.get("UUID", ""),
+                          "LABEL": fields.get("LABEL", ""), "PARTUUID": fields.get("PART_ENTRY_UUID", "")})
+    return found
+
+
+def _fstab_mounts(root: Path, devices: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """(node, mount point) for /boot and /boot/efi when the image's fstab puts them on its own partitions."""
+    fstab = root / "etc" / "fstab"
+    lines = fstab.read_text(errors="replace").splitlines() if fstab.is_file() else []
+    mounts = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2 or fields[0].startswith("#") or fields[1] not in ("/boot", "/boot/efi"):
+            continue
+        key, _, value = fields[0].partition("=")
+        node = next((d["NAME"] for d in devices if value and d.get(key) == value), None)
+        if node:
+            mounts.append((node, fields[1]))
+    return sorted(mounts, key=lambda mount: mount[1])
+
+
+def _mount(stack: ExitStack, *args: str) -> None:
+    run_tool("mount", *args)
+    stack.callback(subprocess.run, ["umount", args[-1]], capture_output=True, check=False)
+
+
+@contextmanager
+def mounted_disk(image: Path, read_only: bool = True) -> Iterator[tuple[Path, str]]:
+    """Mount the Linux root of an attached raw disk (and its /boot and /boot/efi partitions) and yield
+    (mount point, loop device); always unmount and detach. The root is the partition whose filesystem
+    holds /etc/os-release."""
+    mode = "ro" if read_only else "rw"
+    with ExitStack() as stack:
+        loop = stack.enter_context(loop_device(image))
+        devices = filesystems(loop)
+        mountpoint = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ami-root-")))
+        for device in devices:
+            if device["TYPE"] not in ("ext4", "ext3", "ext2", "xfs", "btrfs"):
+                continue
+            with ExitStack() as probe:
+                _mount(probe, "-o", "ro", device["NAME"], str(mountpoint))
+                is_root = (mountpoint / "etc" / "os-release").exists() or (mountpoint / "usr/lib/os-release").exists()
+            if is_root:
+                _mount(stack, "-o", mode, device["NAME"], str(mountpoint))
+                for node, path in _fstab_mounts(mountpoint, devices):
+                    _mount(stack, "-o", mode, node, str(mountpoint / path.lstrip("/")))
+                yield mountpoint, loop
+                return
+        raise HardeningError(f"{image}: no partition holds a Linux root filesystem (with /etc/os-release)")
+
+
+@contextmanager
+def mounted_root(image: Path, read_only: bool = True) -> Iterator[Path]:
+    """Mount the root filesystem of a disk image and yield its mount point; always unmount and detach.
+
+    A qcow2 image is converted to a temporary raw copy first, so a writable mount never changes
+    the original; a raw image is mounted in place.
+    """
+    image = Path(image)
+    with ExitStack() as stack:
+        raw = image if image_format(image) == "raw" else stack.enter_context(raw_copy(image))
+        root, _ = stack.enter_context(mounted_disk(raw, read_only))
+        yield root
+
+
+@dataclass
+class MountedRoot:
+    """A root filesystem mounted for changes: its mount point, the loop device of its disk (None for a
+    directory given as it is), and whether the changes are to be kept."""
+
+    root: Path
+    loop: str | None = None
+    keep: bool = True
+
+
+@contextmanager
+def changed_image(image: Path) -> Iterator[MountedRoot]:
+    """Mount a writable copy of `image`'s root; when the block ends without an error and `keep` is still
+    true, the copy replaces `image` (a qcow2 keeps its backing file). An error, Ctrl-C or `keep=False`
+    leaves `image` exactly as it was."""
+    image = Path(image).resolve()
+    fmt = image_format(image)
+    backing = json.loads(_info(image).stdout).get("full-backing-filename")
+    with raw_copy(image, directory=image.parent) as raw:
+        with mounted_disk(raw, read_only=False) as (root, loop):
+            mounted = MountedRoot(root, loop)
+            yield mounted
+        if not mounted.keep:
+            return
+        if fmt == "raw":
+            os.replace(raw, image)
+            return
+        written = raw.with_name("disk.qcow2")
+        command = ["qemu-img", "convert", "-O", "qcow2"]
+        if backing:
+            command += ["-B", backing, "-F", image_format(Path(backing))]
+        run_tool(*command, str(raw), str(written))
+        os.replace(written, image)
+
+
+def by_uuid_links(devices: list[dict[str, str]]) -> list[Path]:
+    """Create /dev/disk/by-uuid links for `devices` where udev has not (grub-mkconfig boots by UUID only
+    when the link exists); return those created."""
+    BY_UUID.mkdir(parents=True, exist_ok=True)
+    created = []
+    for device in devices:
+        link = BY_UUID / device["UUID"]
+        if device["UUID"] and not link.exists():
+            link.symlink_to(device["NAME"])
+            created.append(link)
+    return created
+
+
+def remove_links_to(loop: str) -> None:
+    """Remove every /dev/disk/by-uuid link to a partition of `loop`, including those made inside a chroot."""
+    for link in BY_UUID.glob("*") if BY_UUID.is_dir() else []:
+        if link.is_symlink() and os.readlink(link).startswith(f"{loop}p"):
+            link.unlink()
+
+
+@contextmanager
+def chroot_environment(root: Path) -> Iterator[None]:
+    """Bind the host's /dev, /dev/pts, /proc and /sys into `root` and give it an empty /run, as a booted
+    system has them (those already mounted, as Packer's amazon-chroot builder does, are left alone);
+    always unmount."""
+    with ExitStack() as stack:
+        for name in ("dev", "dev/pts", "proc", "sys"):
+            path = root / name
+            if path.is_dir() and not os.path.ismount(path):
+                _mount(stack, "--bind", f"/{name}", str(path))
+        run = root / "run"
+        if run.is_dir() and not os.path.ismount(run):
+            _mount(stack, "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "ami-harden-run", str(run))
+        yield
+
+
+@contextmanager
+def chroot_root(path: Path) -> Iterator[MountedRoot]:
+    """A root ready for chroot: a directory as it is, or a disk image's root mounted from a writable copy
+    (see changed_image), with by-UUID links for its partitions; everything undone afterwards."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "bin" / "sh").exists():
+            raise HardeningError(f"{path} holds no system root (no /bin/sh)")
+        with chroot_environment(path):
+            yield MountedRoot(path)
+        return
+    with changed_image(path) as mounted, ExitStack() as stack:
+        stack.callback(remove_links_to, mounted.loop)
+        by_uuid_links(filesystems(mounted.loop))
+        with chroot_environment(mounted.root):
+            yield mounted

@@ -1,0 +1,113 @@
+"""`ami-harden apply IMAGE`: hardening a disk image offline through chroot, as a seller runs it.
+
+No VM here: the image is mounted on the host and judged with the offline `check`. The attack on an
+offline-hardened copy is in test_hardened.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, overlay
+
+from hardening.lab.image import VARIANTS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an offline apply mounts the image and needs root")
+ADMIN = VARIANTS["traps"]
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hardening.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def failing_controls(image, profile: str) -> dict[str, str]:
+    result = cli("check", str(image), "--profile", profile, "--admin-user", ADMIN, "--format", "json")
+    rows = json.loads(result.stdout)["results"]
+    return {row["control"]: row["evidence"] for row in rows if row["status"] not in ("pass", "skipped")}
+
+
+def leftover_mounts() -> list[str]:
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=False).stdout.splitlines()
+    return [line for line in mounts if "ami-root-" in line or "ami-harden-run" in line] + loops
+
+
+@pytest.mark.parametrize("profile", ["marketplace", "sealed"])
+def test_offline_apply_hardens_a_copy_and_a_second_changes_nothing(hardened_image, profile):
+    image = hardened_image("traps", profile, offline=True)
+    assert not failing_controls(image, profile)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info.get("backing-filename"), "the hardened copy lost its backing file"
+
+    before = digest(image)
+    started = time.monotonic()
+    again = cli("apply", str(image), "--profile", profile, "--admin-user", ADMIN,
+                *(["--confirm-sealed"] if profile == "sealed" else []))
+    print(f"second offline apply: {time.monotonic() - started:.0f} s")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "changed=0 " in again.stdout, again.stdout
+    assert digest(image) == before, "a second apply that changed nothing rewrote the image"
+    assert not leftover_mounts()
+
+
+def test_check_mode_leaves_the_image_untouched(tmp_path, traps_image):
+    image = overlay(traps_image, tmp_path / "copy.qcow2")
+    before = digest(image)
+    result = cli("apply", str(image), "--admin-user", ADMIN, "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "check mode: nothing changed" in result.stdout
+    assert digest(image) == before
+    assert not leftover_mounts()
+
+
+def test_an_admin_that_is_neither_an_account_nor_cloud_inits_default_user_is_refused(tmp_path, traps_image):
+    image = overlay(traps_image, tmp_path / "copy.qcow2")
+    before = digest(image)
+    assert_one_line_error(cli("apply", str(image), "--admin-user", "nobody-here"),
+                          "admin user nobody-here does not exist on the instance and is not the default user")
+    assert_one_line_error(cli("apply", str(image)), "--admin-user is required for an offline marketplace apply")
+    assert digest(image) == before
+    assert not leftover_mounts()
+
+
+def test_what_is_not_a_system_image_is_refused_untouched(tmp_path):
+    blank = tmp_path / "blank.raw"
+    blank.write_bytes(b"\0" * (4 * 1024 * 1024))
+    assert_one_line_error(cli("apply", str(blank), "--admin-user", ADMIN),
+                          "no partition holds a Linux root filesystem")
+    assert blank.read_bytes() == b"\0" * (4 * 1024 * 1024)
+
+    empty = tmp_path / "empty-root"
+    empty.mkdir()
+    assert_one_line_error(cli("apply", str(empty), "--admin-user", ADMIN), "holds no system root (no /bin/sh)")
+    assert not any(empty.iterdir())
+    assert not leftover_mounts()
+
+
+def test_an_image_in_use_is_refused_untouched(tmp_path, traps_image):
+    image = overlay(traps_image, tmp_path / "copy.qcow2")
+    before = digest(image)
+    # qemu-storage-daemon opens the image for writing and locks it, as a running VM does.
+    holder = subprocess.Popen(["qemu-storage-daemon", "--blockdev", f"driver=file,filename={image},node-name=f",
+                               "--blockdev", "driver=qcow2,file=f,node-name=q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        assert_one_line_error(cli("apply", str(image), "--admin-user", ADMIN), "is in use")
+    finally:
+        holder.terminate()
+        holder.wait(timeout=30)
+    assert digest(image) == before
