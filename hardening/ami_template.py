@@ -1,4 +1,4 @@
-"""Validate the Packer template's amazon-ebs source offline, without AWS credentials."""
+"""Validate the Packer template's amazon sources (amazon-ebs, amazon-chroot) offline, without AWS credentials."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hardening.apply import require_ansible
 from hardening.errors import HardeningError
 
 AMAZON_SOURCE = "amazon-ebs.hardened"
+CHROOT_SOURCE = "offline.amazon-chroot.hardened"  # the build named "offline"
 SOURCES_FILE = "sources.pkr.hcl"
 ARGUMENTS_FILE = "amazon-plugin-arguments.pkr.hcl"
 # Arguments of the amazon plugin (>= 1.2.2) that Packer 1.6's built-in amazon-ebs builder lacks, with
@@ -28,7 +29,10 @@ NEWER_ARGUMENTS: dict[str, object] = {
         "instance_metadata_tags": {'"enabled"', '"disabled"'},
     },
 }
-# What the image and the build instance must say about IMDS: IMDSv2 only.
+# Which of them each builder takes (amazon-chroot launches no build instance: no metadata_options).
+ARGUMENTS_OF = {"amazon-ebs": tuple(NEWER_ARGUMENTS), "amazon-chroot": ("ami_org_arns", "imds_support")}
+SOURCE_OF = {"amazon-ebs": AMAZON_SOURCE, "amazon-chroot": CHROOT_SOURCE}
+# What the image (and the build instance, where there is one) must say about IMDS: IMDSv2 only.
 REQUIRED = {("imds_support",): '"v2.0"', ("metadata_options", "http_tokens"): '"required"'}
 _ARGUMENT = re.compile(r"^(\w+)\s*(?:=\s*(.+)|(\{))$")
 
@@ -42,15 +46,15 @@ class Validation:
     output: str
 
 
-def split_newer_arguments(text: str) -> tuple[str, dict[str, object]]:
-    """The template without the amazon-ebs arguments Packer 1.6 lacks, and those arguments' text."""
+def split_newer_arguments(text: str, builder: str = "amazon-ebs") -> tuple[str, dict[str, object]]:
+    """The template without the arguments of `builder`'s source that Packer 1.6 lacks, and their text."""
     kept: list[str] = []
     cut: dict[str, object] = {}
     in_source = False
     block: dict[str, str] | None = None
     for line in text.splitlines():
         stripped = line.strip()
-        if line.startswith('source "amazon-ebs"'):
+        if line.startswith(f'source "{builder}"'):
             in_source = True
         elif in_source and line.startswith("}"):
             in_source = False
@@ -71,9 +75,9 @@ def split_newer_arguments(text: str) -> tuple[str, dict[str, object]]:
     return "\n".join(kept) + "\n", cut
 
 
-def arguments_as_local(cut: dict[str, object]) -> str:
+def arguments_as_local(cut: dict[str, object], builder: str = "amazon-ebs") -> str:
     """A locals block holding the cut arguments, so that Packer 1.6 still evaluates their expressions."""
-    lines = ["locals {", "  amazon_plugin_arguments = {"]
+    lines = ["locals {", f"  {builder.replace('-', '_')}_plugin_arguments = {{"]
     for name, value in cut.items():
         if isinstance(value, dict):
             lines += [f"    {name} = {{", *(f"      {key} = {text}" for key, text in value.items()), "    }"]
@@ -90,7 +94,7 @@ def _describe(domain: set[str] | range) -> str:
     return f"{domain.start} to {domain.stop - 1}" if isinstance(domain, range) else ", ".join(sorted(domain))
 
 
-def argument_problems(cut: dict[str, object]) -> list[str]:
+def argument_problems(cut: dict[str, object], builder: str = "amazon-ebs") -> list[str]:
     """Cut arguments that the amazon plugin would refuse, or that leave IMDSv1 open."""
     problems = []
     for name, value in cut.items():
@@ -106,6 +110,8 @@ def argument_problems(cut: dict[str, object]) -> list[str]:
         elif domain is not None and not _accepts(domain, value):
             problems.append(f"{name} = {value}: the amazon plugin accepts {_describe(domain)}")
     for path, wanted in REQUIRED.items():
+        if path[0] not in ARGUMENTS_OF[builder]:
+            continue
         found: object = cut
         for key in path:
             found = found.get(key) if isinstance(found, dict) else None
@@ -121,16 +127,21 @@ def stage_for_validation(dest: Path, version: tuple[int, ...]) -> tuple[Path, li
     (dest / "playbooks").symlink_to(packer.PLAYBOOK_DIR)
     if version >= (1, 7):
         return stage, []
-    template, cut = split_newer_arguments((packer.TEMPLATE_DIR / SOURCES_FILE).read_text())
+    template, problems = (packer.TEMPLATE_DIR / SOURCES_FILE).read_text(), []
+    locals_text = []
+    for builder in ARGUMENTS_OF:
+        template, cut = split_newer_arguments(template, builder)
+        locals_text.append(arguments_as_local(cut, builder))
+        problems += [f"{SOURCE_OF[builder]}: {name} is missing" for name in ARGUMENTS_OF[builder] if name not in cut]
+        problems += [f"{SOURCE_OF[builder]}: {problem}" for problem in argument_problems(cut, builder)]
     (stage / SOURCES_FILE).unlink()
     (stage / SOURCES_FILE).write_text(template)
-    (stage / ARGUMENTS_FILE).write_text(arguments_as_local(cut))
-    missing = sorted(set(NEWER_ARGUMENTS) - set(cut))
-    return stage, [f"{name} is missing from the amazon-ebs source" for name in missing] + argument_problems(cut)
+    (stage / ARGUMENTS_FILE).write_text("\n".join(locals_text))
+    return stage, problems
 
 
 def validate(workdir: Path, variables: Sequence[str] = (), var_files: Sequence[Path] = ()) -> Validation:
-    """Validate the amazon-ebs source with the installed Packer, offline; `variables` are NAME=VALUE."""
+    """Validate the amazon sources with the installed Packer, offline; `variables` are NAME=VALUE."""
     for var_file in var_files:
         if not var_file.is_file():
             raise HardeningError(f"variable file {var_file} does not exist")
@@ -140,7 +151,7 @@ def validate(workdir: Path, variables: Sequence[str] = (), var_files: Sequence[P
     version = packer.packer_version()
     require_ansible()  # the template's ansible provisioners are prepared even for validation
     stage, problems = stage_for_validation(workdir, version)
-    command = ["packer", "validate", f"-only={AMAZON_SOURCE}",
+    command = ["packer", "validate", f"-only={AMAZON_SOURCE},{CHROOT_SOURCE}",
                *(f"-var-file={path.resolve()}" for path in var_files),
                *(arg for variable in variables for arg in ("-var", variable)), str(stage)]
     env = os.environ | packer.PACKER_ENV
@@ -148,7 +159,7 @@ def validate(workdir: Path, variables: Sequence[str] = (), var_files: Sequence[P
                             check=False)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
-        problems.insert(0, f"packer validate exited {result.returncode}")
+        problems.insert(0, f"{', '.join(SOURCE_OF.values())}: packer validate exited {result.returncode}")
     shown = ".".join(map(str, version))
     if version >= (1, 7):
         method = f"packer {shown} validate"

@@ -56,3 +56,10 @@ build {
     }))]
   }
 }
+
+# The AMI without a build instance: everything happens in the amazon-chroot source's
+# post_mount_commands (ami-harden apply, then check, on the mounted root volume).
+build {
+  name    = "offline"
+  sources = ["source.amazon-chroot.hardened"]
+}

@@ -33,6 +33,24 @@ locals {
   }
   preset = local.base_os_presets[var.base_os]
 
+  # What both amazon sources share: the base AMI, the AMI's name and tags.
+  source_ami_filters = {
+    name                = local.preset.name[var.architecture]
+    architecture        = var.architecture
+    root-device-type    = "ebs"
+    virtualization-type = "hvm"
+  }
+  ami_name = "${var.ami_name_prefix}-${var.base_os}-${var.profile}-${local.timestamp}"
+  ami_tags = merge({
+    Name                  = "${var.ami_name_prefix}-${var.base_os}-${var.profile}"
+    ami-hardening-base    = var.base_os
+    ami-hardening-profile = var.profile
+  }, var.tags)
+  snapshot_tags = merge({
+    ami-hardening-base    = var.base_os
+    ami-hardening-profile = var.profile
+  }, var.tags)
+
   admin_user   = var.admin_user != "" ? var.admin_user : local.preset.user
   playbook_dir = var.playbook_dir != "" ? var.playbook_dir : abspath("${path.root}/../playbooks")
   timestamp    = formatdate("YYYYMMDD-hhmmss", timestamp())
@@ -47,6 +65,13 @@ locals {
     ami_hardening_sealed_confirmed = var.sealed_confirmed
     ami_hardening_sudo_defer_seal  = true
   }
+  # The amazon-chroot build's ami-harden arguments (apply, then check, on the mounted root).
+  offline_check_arguments = join(" ", concat(
+    ["--profile", var.profile, "--admin-user", local.admin_user],
+    flatten([for id in var.skip_controls : ["--skip", id]]),
+  ))
+  offline_apply_arguments = "${local.offline_check_arguments}${var.sealed_confirmed ? " --confirm-sealed" : ""}"
+
   ansible_env = [
     "ANSIBLE_HOST_KEY_CHECKING=False",
     "ANSIBLE_PIPELINING=True",

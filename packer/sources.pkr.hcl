@@ -1,5 +1,6 @@
 # Two sources for one set of provisioning steps (build.pkr.hcl): the AMI itself, and a
-# local QEMU twin that runs the same steps on a disk image.
+# local QEMU twin that runs the same steps on a disk image. A third, amazon-chroot, builds
+# the AMI without booting it (its own build in build.pkr.hcl).
 
 source "amazon-ebs" "hardened" {
   region        = var.region
@@ -7,12 +8,7 @@ source "amazon-ebs" "hardened" {
   subnet_id     = var.subnet_id
 
   source_ami_filter {
-    filters = {
-      name                = local.preset.name[var.architecture]
-      architecture        = var.architecture
-      root-device-type    = "ebs"
-      virtualization-type = "hvm"
-    }
+    filters     = local.source_ami_filters
     owners      = [local.preset.owner]
     most_recent = true
   }
@@ -20,7 +16,7 @@ source "amazon-ebs" "hardened" {
   ssh_username            = local.admin_user
   temporary_key_pair_type = "ed25519"
 
-  ami_name        = "${var.ami_name_prefix}-${var.base_os}-${var.profile}-${local.timestamp}"
+  ami_name        = local.ami_name
   ami_description = "${var.base_os} hardened by ami-hardening (profile ${var.profile})"
   ami_users       = var.ami_users
   ami_org_arns    = var.ami_org_arns
@@ -41,15 +37,42 @@ source "amazon-ebs" "hardened" {
   run_tags = {
     Name = "ami-hardening build (${var.base_os}, ${var.profile})"
   }
-  tags = merge({
-    Name                  = "${var.ami_name_prefix}-${var.base_os}-${var.profile}"
-    ami-hardening-base    = var.base_os
-    ami-hardening-profile = var.profile
-  }, var.tags)
-  snapshot_tags = merge({
-    ami-hardening-base    = var.base_os
-    ami-hardening-profile = var.profile
-  }, var.tags)
+  tags          = local.ami_tags
+  snapshot_tags = local.snapshot_tags
+}
+
+# Run on an EC2 instance in the target region, as root: the base AMI's root volume is
+# attached here, hardened and verified offline through chroot, then registered. The image
+# never boots before a buyer launches it, so no build key, host key or instance state is
+# ever written to it and there is nothing to seal.
+source "amazon-chroot" "hardened" {
+  region = var.region
+
+  source_ami_filter {
+    filters     = local.source_ami_filters
+    owners      = [local.preset.owner]
+    most_recent = true
+  }
+
+  ami_name                = local.ami_name
+  ami_description         = "${var.base_os} hardened offline by ami-hardening (profile ${var.profile})"
+  ami_users               = var.ami_users
+  ami_org_arns            = var.ami_org_arns
+  ami_virtualization_type = "hvm"
+  ena_support             = true
+  sriov_support           = true
+  encrypt_boot            = false
+  imds_support            = "v2.0"
+
+  # Harden, then verify; either failing fails the build before the AMI is registered.
+  mount_path = "/mnt/ami-hardening/{{.Device}}"
+  post_mount_commands = [
+    "${var.check_command} apply {{.MountPath}} ${local.offline_apply_arguments}",
+    "${var.check_command} check {{.MountPath}} ${local.offline_check_arguments}",
+  ]
+
+  tags          = local.ami_tags
+  snapshot_tags = local.snapshot_tags
 }
 
 source "qemu" "hardened" {

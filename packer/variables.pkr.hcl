@@ -44,7 +44,7 @@ variable "playbook_dir" {
 variable "check_command" {
   type        = string
   default     = "ami-harden"
-  description = "The ami-harden command the verification step runs on the build host."
+  description = "The ami-harden command the build host runs: the verification, and apply and check for amazon-chroot."
 }
 
 # amazon-ebs

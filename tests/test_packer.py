@@ -72,15 +72,16 @@ def test_qemu_source_validates(staged, qemu_vars, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_packer_1_6_lacks_exactly_the_arguments_the_validation_cuts(staged, tmp_path, version):
+@pytest.mark.parametrize("builder", list(ami_template.ARGUMENTS_OF))
+def test_packer_1_6_lacks_exactly_the_arguments_the_validation_cuts(staged, tmp_path, version, builder):
     """Uncut, Packer 1.6 rejects the amazon plugin's newer arguments and nothing else."""
     if version >= (1, 7):
         pytest.skip("Packer >= 1.7 validates the whole template")
-    result = run_packer("validate", "-only=amazon-ebs.hardened", "-var", f"playbook_dir={packer.PLAYBOOK_DIR}",
-                        str(staged), cwd=tmp_path)
+    result = run_packer("validate", f"-only={ami_template.SOURCE_OF[builder]}", "-var",
+                        f"playbook_dir={packer.PLAYBOOK_DIR}", str(staged), cwd=tmp_path)
     output = result.stdout + result.stderr
     rejected = set(re.findall(r'(?:argument named|Blocks of type) "(\w+)"', output))
-    assert rejected == set(ami_template.NEWER_ARGUMENTS) and output.count("Error:") == len(rejected), output
+    assert rejected == set(ami_template.ARGUMENTS_OF[builder]) and output.count("Error:") == len(rejected), output
 
 
 @pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
@@ -93,6 +94,7 @@ def test_amazon_source_validates_offline(base_os, architecture):
                      "--var", "admin_user=")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("amazon-ebs.hardened: valid (packer ")
+    assert "\noffline.amazon-chroot.hardened: valid (packer " in result.stdout
 
 
 def test_validation_finds_ansible_beside_python_when_path_lacks_it():
@@ -107,15 +109,18 @@ def test_validation_refuses_a_bad_variable_with_packers_words():
     result = run_cli("build", "validate", "--var", "base_os=fedora-40")
     assert result.returncode == 1
     assert "The base_os must be one of" in result.stderr
-    assert result.stderr.strip().endswith("amazon-ebs.hardened: packer validate exited 1")
+    assert result.stderr.strip().endswith(
+        "amazon-ebs.hardened, offline.amazon-chroot.hardened: packer validate exited 1")
 
 
 def test_cut_arguments_are_checked_against_the_plugin_and_imdsv2():
     source = (packer.TEMPLATE_DIR / ami_template.SOURCES_FILE).read_text()
     kept, cut = ami_template.split_newer_arguments(source)
     assert set(cut) == set(ami_template.NEWER_ARGUMENTS) and ami_template.argument_problems(cut) == []
-    assert not any(name in kept for name in ami_template.NEWER_ARGUMENTS)
     assert kept.count("\n") == source.count("\n") - 7
+    kept, chroot = ami_template.split_newer_arguments(kept, "amazon-chroot")
+    assert not any(name in kept for name in ami_template.NEWER_ARGUMENTS)
+    assert kept.count("\n") == source.count("\n") - 9
     weakened = source.replace('http_tokens                 = "required"', 'http_tokens = "optional"')
     assert ami_template.argument_problems(ami_template.split_newer_arguments(weakened)[1]) == [
         'metadata_options.http_tokens must be "required" (IMDSv2 only), found "optional"']
@@ -124,6 +129,12 @@ def test_cut_arguments_are_checked_against_the_plugin_and_imdsv2():
         "metadata_options.http_endpoints is not an argument of the amazon plugin"]
     dropped = source.replace('imds_support = "v2.0"', "")
     assert ami_template.argument_problems(ami_template.split_newer_arguments(dropped)[1]) == [
+        'imds_support must be "v2.0" (IMDSv2 only), found nothing']
+    assert set(chroot) == set(ami_template.ARGUMENTS_OF["amazon-chroot"])
+    assert ami_template.argument_problems(chroot, "amazon-chroot") == []
+    chroot_dropped = ami_template.split_newer_arguments(source.replace('imds_support            = "v2.0"', ""),
+                                                        "amazon-chroot")[1]
+    assert ami_template.argument_problems(chroot_dropped, "amazon-chroot") == [
         'imds_support must be "v2.0" (IMDSv2 only), found nothing']
 
 

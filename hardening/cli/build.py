@@ -52,10 +52,11 @@ def validate_command(
     var: list[str] = typer.Option([], "--var", help="A template variable, NAME=VALUE (repeatable), as packer -var."),
     var_file: list[Path] = typer.Option([], "--var-file", help="A variable file (repeatable), as packer -var-file."),
 ) -> None:
-    """Validate the amazon-ebs source of packer/ offline: no AWS credentials, no network.
+    """Validate the amazon-ebs and amazon-chroot sources of packer/ offline: no AWS credentials, no network.
 
     Runs `packer validate` with the installed Packer. Packer 1.6 (Debian 12's) lacks three arguments
-    of the amazon plugin (imds_support, ami_org_arns, metadata_options): it validates everything else,
+    of the amazon plugin (imds_support, ami_org_arns, metadata_options; amazon-chroot takes the first
+    two): it validates everything else,
     evaluates those three as a local, and their values are checked against the plugin's documentation.
     Exit 0 when valid, 1 when not (Packer's output and each problem are printed), 2 on bad input.
 
@@ -67,9 +68,10 @@ def validate_command(
         if validation.output:
             typer.echo(validation.output, err=True)
         for problem in validation.problems:
-            typer.echo(f"ami-harden: {ami_template.AMAZON_SOURCE}: {problem}", err=True)
+            typer.echo(f"ami-harden: {problem}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{ami_template.AMAZON_SOURCE}: valid ({validation.method})")
+    for source in ami_template.SOURCE_OF.values():
+        typer.echo(f"{source}: valid ({validation.method})")
 
 
 def register(app: typer.Typer) -> None:
