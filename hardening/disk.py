@@ -210,46 +210,37 @@ def changed_image(image: Path) -> Iterator[MountedRoot]:
         os.replace(written, image)
 
 
-def by_uuid_links(devices: list[dict[str, str]]) -> list[Path]:
-    """Create /dev/disk/by-uuid links for `devices` where udev has not (grub-mkconfig boots by UUID only
-    when the link exists); return those created."""
-    BY_UUID.mkdir(parents=True, exist_ok=True)
-    created = []
-    for device in devices:
-        link = BY_UUID / device["UUID"]
-        if device["UUID"] and not link.exists():
-            link.symlink_to(device["NAME"])
-            created.append(link)
-    return created
-
-
-def remove_links_to(loop: str) -> None:
-    """Remove every /dev/disk/by-uuid link to a partition of `loop`, including those made inside a chroot."""
-    for link in BY_UUID.glob("*") if BY_UUID.is_dir() else []:
-        if link.is_symlink() and os.readlink(link).startswith(f"{loop}p"):
-            link.unlink()
-
-
 @contextmanager
-def chroot_environment(root: Path) -> Iterator[None]:
+def chroot_environment(root: Path, devices: list[dict[str, str]] | None = None) -> Iterator[None]:
     """Bind the host's /dev, /dev/pts, /proc and /sys into `root` and give it an empty /run, as a booted
-    system has them (those already mounted, as Packer's amazon-chroot builder does, are left alone);
-    always unmount."""
+    system has them (those already mounted, as Packer's amazon-chroot builder mounts them, are left
+    alone); always unmount. Given the image's `devices`, /dev/disk/by-uuid in the chroot is its own
+    tmpfs holding their links, as udev would make them (grub-mkconfig boots by UUID only when the
+    link exists): two images with the same UUID hardened side by side never see each other's."""
     with ExitStack() as stack:
+        if devices is not None:
+            BY_UUID.mkdir(parents=True, exist_ok=True)
         for name in ("dev", "dev/pts", "proc", "sys"):
             path = root / name
             if path.is_dir() and not os.path.ismount(path):
                 _mount(stack, "--bind", f"/{name}", str(path))
+                run_tool("mount", "--make-private", str(path))  # nothing mounted below it reaches the host
         run = root / "run"
         if run.is_dir() and not os.path.ismount(run):
             _mount(stack, "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "ami-harden-run", str(run))
+        if devices is not None:
+            links = root / str(BY_UUID).lstrip("/")
+            _mount(stack, "-t", "tmpfs", "-o", "mode=0755", "ami-harden-by-uuid", str(links))
+            for device in devices:
+                if device["UUID"]:
+                    (links / device["UUID"]).symlink_to(device["NAME"])
         yield
 
 
 @contextmanager
 def chroot_root(path: Path) -> Iterator[MountedRoot]:
     """A root ready for chroot: a directory as it is, or a disk image's root mounted from a writable copy
-    (see changed_image), with by-UUID links for its partitions; everything undone afterwards."""
+    (see changed_image) with by-UUID links for its partitions; everything undone afterwards."""
     path = Path(path)
     if path.is_dir():
         if not (path / "bin" / "sh").exists():
@@ -257,8 +248,5 @@ def chroot_root(path: Path) -> Iterator[MountedRoot]:
         with chroot_environment(path):
             yield MountedRoot(path)
         return
-    with changed_image(path) as mounted, ExitStack() as stack:
-        stack.callback(remove_links_to, mounted.loop)
-        by_uuid_links(filesystems(mounted.loop))
-        with chroot_environment(mounted.root):
-            yield mounted
+    with changed_image(path) as mounted, chroot_environment(mounted.root, filesystems(mounted.loop)):
+        yield mounted

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, overlay
 
+from hardening.disk import changed_image
 from hardening.lab.image import VARIANTS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an offline apply mounts the image and needs root")
@@ -61,6 +62,16 @@ def test_offline_apply_hardens_a_copy_and_a_second_changes_nothing(hardened_imag
     assert "changed=0 " in again.stdout, again.stdout
     assert digest(image) == before, "a second apply that changed nothing rewrote the image"
     assert not leftover_mounts()
+
+
+def test_a_mounted_root_directory_is_hardened_in_place(tmp_path, traps_image):
+    """What Packer's amazon-chroot build hands over: a directory holding the mounted root."""
+    with changed_image(overlay(traps_image, tmp_path / "copy.qcow2")) as mounted:
+        mounted.keep = False
+        result = cli("apply", str(mounted.root), "--admin-user", ADMIN)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not [line for line in Path("/proc/mounts").read_text().splitlines() if f"{mounted.root}/" in line]
+        assert not failing_controls(mounted.root, "marketplace")
 
 
 def test_check_mode_leaves_the_image_untouched(tmp_path, traps_image):
