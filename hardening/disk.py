@@ -98,21 +98,33 @@ def loop_partition(raw: Path, partition: int = 1) -> Iterator[str]:
         yield _appeared(f"{loop}p{partition}")
 
 
+def _probe(node: str) -> dict[str, str] | None:
+    """A filesystem read from its superblock (no udev here): NAME (the node), TYPE, UUID, LABEL and
+    PARTUUID; None when `node` holds none."""
+    probe = subprocess.run(["blkid", "-p", "-o", "export", node], capture_output=True, text=True, check=False)
+    fields = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+    if not fields.get("TYPE"):
+        return None
+    return {"NAME": node, "TYPE": fields["TYPE"], "UUID": fields.get("UUID", ""), "LABEL": fields.get("LABEL", ""),
+            "PARTUUID": fields.get("PART_ENTRY_UUID", "")}
+
+
 def filesystems(loop: str) -> list[dict[str, str]]:
-    """The filesystems on a loop device's partitions, read from their superblocks (no udev here):
-    NAME (the node), TYPE, UUID, LABEL and PARTUUID each."""
+    """The filesystems on a loop device's partitions (see _probe)."""
     out = run_tool("lsblk", "--json", "--paths", "--output", "NAME,TYPE", loop)
-    found = []
-    for device in json.loads(out)["blockdevices"][0].get("children", []):
-        if device.get("type") != "part":
-            continue
-        node = _appeared(device["name"])
-        probe = subprocess.run(["blkid", "-p", "-o", "export", node], capture_output=True, text=True, check=False)
-        fields = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
-        if fields.get("TYPE"):
-            found.append({"NAME": node, "TYPE": fields["TYPE"], "UUID": fields.get("UUID", ""),
-                          "LABEL": fields.get("LABEL", ""), "PARTUUID": fields.get("PART_ENTRY_UUID", "")})
-    return found
+    parts = [device["name"] for device in json.loads(out)["blockdevices"][0].get("children", [])
+             if device.get("type") == "part"]
+    return [found for found in (_probe(_appeared(node)) for node in parts) if found]
+
+
+def mounted_filesystems(root: Path) -> list[dict[str, str]]:
+    """The filesystems mounted at `root`, `root`/boot and `root`/boot/efi (see _probe)."""
+    nodes = []
+    for path in (root, root / "boot", root / "boot" / "efi"):
+        if path.is_dir() and os.path.ismount(path):
+            nodes.append(run_tool("findmnt", "--noheadings", "--nofsroot", "--output", "SOURCE", "--mountpoint",
+                                  str(path)))
+    return [found for found in map(_probe, nodes) if found]
 
 
 def _fstab_mounts(root: Path, devices: list[dict[str, str]]) -> list[tuple[str, str]]:
@@ -239,13 +251,13 @@ def chroot_environment(root: Path, devices: list[dict[str, str]] | None = None) 
 
 @contextmanager
 def chroot_root(path: Path) -> Iterator[MountedRoot]:
-    """A root ready for chroot: a directory as it is, or a disk image's root mounted from a writable copy
-    (see changed_image) with by-UUID links for its partitions; everything undone afterwards."""
+    """A root ready for chroot, with by-UUID links for its filesystems: a directory as it is, or a disk
+    image's root mounted from a writable copy (see changed_image); everything undone afterwards."""
     path = Path(path)
     if path.is_dir():
         if not (path / "bin" / "sh").exists():
             raise HardeningError(f"{path} holds no system root (no /bin/sh)")
-        with chroot_environment(path):
+        with chroot_environment(path, mounted_filesystems(path)):
             yield MountedRoot(path)
         return
     with changed_image(path) as mounted, chroot_environment(mounted.root, filesystems(mounted.loop)):
