@@ -56,8 +56,8 @@ def validate_command(
 
     Runs `packer validate` with the installed Packer. Packer 1.6 (Debian 12's) lacks three arguments
     of the amazon plugin (imds_support, ami_org_arns, metadata_options; amazon-chroot takes the first
-    two): it validates everything else,
-    evaluates those three as a local, and their values are checked against the plugin's documentation.
+    two): it validates everything else, evaluates those as a local, and their values are checked
+    against the plugin's documentation.
     Exit 0 when valid, 1 when not (Packer's output and each problem are printed), 2 on bad input.
 
     Example: ami-harden build validate --var-file packer/example.pkrvars.hcl --var base_os=al2023
