@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from hardening.apply import apply
 from hardening.check import run_checks
+from hardening.disk import overlay
 from hardening.lab.image import ensure_image
 from hardening.lab.vm import DEFAULT_USER, boot_instance
 from hardening.target import Image
@@ -28,9 +28,7 @@ def offline_rows(image: Path) -> list[tuple[str, str]]:
     """Offline apply of a copy of `image`, twice, and the offline check of the result."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="ami-bench-", dir="/var/tmp") as work:
-        copy = Path(work) / "copy.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image), str(copy)],
-                       check=True)
+        copy = overlay(image, Path(work) / "copy.qcow2")
         for label in ("offline apply of a copy of the lab image", "offline apply again (idempotent)"):
             started = time.monotonic()
             result = apply(Image(copy), admin_user=DEFAULT_USER)

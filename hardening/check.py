@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hardening import catalog, ssh
+from hardening.disk import mounted_root, require_system_root
 from hardening.errors import HardeningError
 from hardening.report import Document
 from hardening.target import Target
@@ -91,16 +92,13 @@ def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_
         raise HardeningError("--admin-user is required for an offline marketplace check")
     if path.is_dir():
         return _offline(path, str(path), profile, admin_user, wanted)
-    from hardening.disk import mounted_root
-
     with mounted_root(path, read_only=True) as root:
         return _offline(root, str(path), profile, admin_user, wanted)
 
 
 def _offline(root: Path, label: str, profile: str, admin_user: str | None,
              wanted: list[catalog.Control]) -> CheckReport:
-    if not (root / "bin" / "sh").exists():
-        raise HardeningError(f"{label} holds no system root (no /bin/sh)")
+    require_system_root(root, label)
     args = [f"--hosts={root}", "--connection=chroot"]
     if admin_user:
         args.append(f"--admin-user={admin_user}")

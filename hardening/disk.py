@@ -46,9 +46,9 @@ def is_disk_image(path: Path) -> bool:
     return info.get("format") != "raw" or info.get("virtual-size", 0) >= MIN_IMAGE
 
 
-def image_format(path: Path) -> str:
-    """The format qemu-img reads for `path` (qcow2, raw, ...); HardeningError if it is not a disk image
-    or a running VM holds it."""
+def image_info(path: Path) -> dict:
+    """What `qemu-img info` reads of `path` (format, virtual-size, backing file ...); HardeningError if it
+    is not a disk image or a running VM holds it."""
     if not path.is_file():
         raise HardeningError(f"disk image {path} does not exist")
     result = _info(path)
@@ -59,7 +59,26 @@ def image_format(path: Path) -> str:
     info = json.loads(result.stdout)
     if info.get("format") == "raw" and info.get("virtual-size", 0) < MIN_IMAGE:
         raise HardeningError(f"{path} is not a disk image (too small to hold a system)")
-    return info["format"]
+    return info
+
+
+def image_format(path: Path) -> str:
+    """The format qemu-img reads for `path` (qcow2, raw, ...); see image_info."""
+    return image_info(path)["format"]
+
+
+def overlay(image: Path, dest: Path) -> Path:
+    """Write `dest`, a new qcow2 file backed by `image` (which it never changes), and return it."""
+    image, dest = Path(image).resolve(), Path(dest)
+    dest.unlink(missing_ok=True)
+    run_tool("qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format(image), "-b", str(image), str(dest))
+    return dest
+
+
+def require_system_root(root: Path, label: str | Path) -> None:
+    """HardeningError unless `root` holds a system to chroot into; `label` names it in the message."""
+    if not (Path(root) / "bin" / "sh").exists():
+        raise HardeningError(f"{label} holds no system root (no /bin/sh)")
 
 
 @contextmanager
@@ -203,8 +222,8 @@ def changed_image(image: Path) -> Iterator[MountedRoot]:
     true, the copy replaces `image` (a qcow2 keeps its backing file). An error, Ctrl-C or `keep=False`
     leaves `image` exactly as it was."""
     image = Path(image).resolve()
-    fmt = image_format(image)
-    backing = json.loads(_info(image).stdout).get("full-backing-filename")
+    info = image_info(image)
+    fmt, backing = info["format"], info.get("full-backing-filename")
     with raw_copy(image, directory=image.parent) as raw:
         with mounted_disk(raw, read_only=False) as (root, loop):
             mounted = MountedRoot(root, loop)
@@ -255,8 +274,7 @@ def chroot_root(path: Path) -> Iterator[MountedRoot]:
     image's root mounted from a writable copy (see changed_image); everything undone afterwards."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "bin" / "sh").exists():
-            raise HardeningError(f"{path} holds no system root (no /bin/sh)")
+        require_system_root(path, path)
         with chroot_environment(path, mounted_filesystems(path)):
             yield MountedRoot(path)
         return

@@ -57,18 +57,13 @@ def demo(tmp_path_factory, traps_image):
     return result, workdir
 
 
-def overlay(image, dest):
-    """A new qcow2 file `dest` backed by `image` (which it never changes)."""
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image), str(dest)], check=True)
-    return dest
-
-
 @pytest.fixture(scope="session")
 def hardened_image(request, tmp_path_factory, lab_image, traps_image):
     """A factory of hardened copies of the lab images, one per (variant, profile, offline), kept for the
     session: offline ones through `apply IMAGE` (chroot, needs root), the others over SSH on a booted
     copy; the traps image's marketplace copy over SSH is the demo's."""
     from hardening.apply import apply
+    from hardening.disk import overlay
     from hardening.lab.hardened import harden_copy
     from hardening.target import Image
 

@@ -12,12 +12,11 @@ import os
 import time
 
 import pytest
-from conftest import overlay
 
 from hardening.apply import apply
 from hardening.attack.bootmenu import probe_boot_menu
 from hardening.attack.console import SerialConsole
-from hardening.disk import mounted_root
+from hardening.disk import mounted_root, overlay
 from hardening.lab.image import VARIANTS
 from hardening.lab.vm import boot_instance
 from hardening.target import Image

@@ -10,10 +10,9 @@ import os
 import subprocess
 
 import pytest
-from conftest import overlay
 
 from hardening.catalog import VECTORS
-from hardening.disk import chroot_root
+from hardening.disk import chroot_root, overlay
 from hardening.lab.image import VARIANTS
 
 pytestmark = pytest.mark.vm

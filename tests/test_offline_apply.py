@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, overlay
+from conftest import assert_one_line_error
 
-from hardening.disk import changed_image
+from hardening.disk import changed_image, overlay
 from hardening.lab.image import VARIANTS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an offline apply mounts the image and needs root")

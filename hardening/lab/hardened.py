@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from hardening.apply import ApplyResult, apply
-from hardening.disk import image_format
+from hardening.disk import overlay
 from hardening.lab.vm import DEFAULT_USER, Instance, boot_instance
 
 
@@ -19,10 +18,7 @@ def writable_copy(image: Path, dest: Path, user: str = DEFAULT_USER) -> Iterator
 
     `image` itself is never modified; `dest` keeps what was done inside the block.
     """
-    image, dest = Path(image).resolve(), Path(dest)
-    dest.unlink(missing_ok=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format(image), "-b", str(image),
-                    str(dest)], check=True)
+    dest = overlay(image, dest)
     with boot_instance(dest, overlay=False, user=user) as vm:
         vm.wait_for_cloud_init()
         yield vm

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hardening import ssh
 from hardening.disk import image_format
+from hardening.disk import overlay as disk_overlay
 from hardening.errors import HardeningError
 from hardening.lab import imds
 from hardening.lab.image import cache_dir
@@ -226,7 +227,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
     if metadata not in METADATA:
         raise HardeningError(f"unknown metadata source {metadata!r}; choose one of: {', '.join(METADATA)}")
     image = Path(image).resolve()
-    fmt = image_format(image)
+    image_format(image)  # a clear error for what is not a disk image, before anything starts
     require_qemu()
     key = lab_key()
     with ExitStack() as stack:
@@ -234,10 +235,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
         work.mkdir(parents=True, exist_ok=True)
         disk = image
         if overlay:
-            disk = work / "overlay.qcow2"
-            disk.unlink(missing_ok=True)
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image), str(disk)],
-                           check=True)
+            disk = disk_overlay(image, work / "overlay.qcow2")
         public_key, instance_id = Path(f"{key}.pub").read_text().strip(), instance_id or f"i-{uuid.uuid4().hex[:17]}"
         seed, platform = None, Platform()
         if metadata == "imds":
