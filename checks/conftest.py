@@ -23,6 +23,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="marketplace: one admin user keeps sudo; sealed: nobody has sudo (default: marketplace)")
     group.addoption("--admin-user", default=None,
                     help="the one user allowed sudo (default: the SSH user; required offline for marketplace)")
+    group.addoption("--as-image", action="store_true",
+                    help="judge a live host as its image must be: a key cloud-init wrote for root at this "
+                         "launch counts (apply checks this way first)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
     offline = config.getoption("connection", None) == "chroot"
     if offline and config.getoption("profile") == "marketplace" and not config.getoption("admin_user"):
         raise pytest.UsageError("--admin-user is required for an offline (chroot) marketplace check")
+
+
+@pytest.fixture(scope="session")
+def as_image(pytestconfig: pytest.Config) -> bool:
+    """True when a live host is judged as its image must be (`--as-image`)."""
+    return pytestconfig.getoption("as_image")
 
 
 @pytest.fixture(scope="session")

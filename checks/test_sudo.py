@@ -39,7 +39,8 @@ def test_only_admin_has_sudo(facts, profile, admin_user, offline, evidence):
         notes.append(f"{admin_user} may run {', '.join(granted[admin_user])}")
     holders = ", ".join(sorted(granted)) or "nobody"
     message = evidence("; ".join(problems) if problems else
-                       f"sudo -l -U for {len(facts.sudo)} accounts: grants for {holders} (root aside)"
+                       f"sudo -l -U for the {len(facts.sudo)} accounts sudoers can reach: grants for {holders} "
+                       "(root aside)"
                        + ("; " + "; ".join(notes) if notes else ""))
     assert not problems, message
 

@@ -23,6 +23,7 @@ import yaml
 
 from hardening import ssh
 from hardening.catalog import require_profile, select
+from hardening.check import run_checks
 from hardening.disk import chroot_root
 from hardening.errors import HardeningError
 from hardening.target import Image, Target
@@ -55,12 +56,14 @@ class ApplyResult:
     check: bool = False
     log_path: Path | None = None
     returncode: int = 0
+    holding: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line: task counts, mode and where the log is."""
+        """One line: task counts, mode, the controls left alone because they already held, and the log."""
         mode = " (check mode: nothing changed)" if self.check else ""
+        held = f"; {len(self.holding)} controls already held and were not re-applied" if self.holding else ""
         return (f"tasks ok={self.ok} changed={self.changed} failed={self.failed} "
-                f"unreachable={self.unreachable} skipped={self.skipped}{mode}; log: {self.log_path}")
+                f"unreachable={self.unreachable} skipped={self.skipped}{mode}{held}; log: {self.log_path}")
 
 
 def selection(skip: Iterable[str] = (), only: Iterable[str] = ()) -> tuple[list[str], dict[str, bool]]:
@@ -137,24 +140,30 @@ def _failure_message(task: str, host: str, kind: str, data: str, log_path: Path)
 def apply(target: Target | Image | str | Path, profile: str = "marketplace", admin_user: str | None = None,
           skip: Iterable[str] = (), only: Iterable[str] = (), check: bool = False, diff: bool = False,
           extra_vars: dict | None = None, log_path: Path | None = None, sealed_confirmed: bool = False,
-          progress: Callable[[str], None] | None = None) -> ApplyResult:
+          progress: Callable[[str], None] | None = None, full: bool = False) -> ApplyResult:
     """Run playbooks/harden.yml against `target`; raise HardeningError when it cannot run or a task fails.
 
     An Image (a disk image file or a mounted root directory) is hardened offline through chroot, on
     the host's CPU; an image file is changed only when the whole run succeeds, and never with `check`.
     `skip`/`only` take control ids (ROOT-01 ...); the preflight role always runs. `progress` receives
     ansible-playbook's output line by line (changed and failed tasks; ok and skipped ones are hidden).
+
+    An SSH target or an Image is checked first (`hardening.check`, one gathering of its state, judged as
+    the image must be), and only the controls that do not hold are applied; when all hold,
+    ansible-playbook does not run.
+    `full`, or any `extra_vars` (they can change a goal the checks do not know), runs every selected
+    control instead.
     """
     require_profile(profile)
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError(SEALED_WARNING)
-    tags, switched_off = selection(skip, only)
+    selection(skip, only)  # an unknown or doubly named control id is refused before anything runs
     variables = {"ami_hardening_profile": profile, "ami_hardening_sealed_confirmed": sealed_confirmed,
-                 **({"ami_hardening_admin_user": admin_user} if admin_user else {}), **switched_off,
-                 **(extra_vars or {})}
+                 **({"ami_hardening_admin_user": admin_user} if admin_user else {}), **(extra_vars or {})}
     log_path = Path(log_path) if log_path else default_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    run = partial(_playbook, tags=tags, check=check, diff=diff, log_path=log_path, progress=progress)
+    run = partial(_pending_only, profile=profile, admin_user=admin_user, skip=skip, only=only,
+                  every=full or bool(extra_vars), check=check, diff=diff, log_path=log_path, progress=progress)
     if isinstance(target, Image):
         require_ansible()
         if os.geteuid() != 0:
@@ -162,13 +171,42 @@ def apply(target: Target | Image | str | Path, profile: str = "marketplace", adm
         if profile == "marketplace" and not admin_user:
             raise HardeningError("--admin-user is required for an offline marketplace apply")
         with chroot_root(target.path) as mounted:
-            result = run(Image.chroot_inventory(mounted.root), {**variables, "ami_hardening_offline": True},
-                         strategy={})
+            result = run(mounted.root, Image.chroot_inventory(mounted.root),
+                         {**variables, "ami_hardening_offline": True}, strategy={})
             mounted.keep = result.changed > 0 and not check
             return result
     inventory = inventory_for(target)
     _preflight(target)
-    return run(inventory, variables, strategy=ansible_strategy_env())
+    return run(target if isinstance(target, Target) else None, inventory, variables,
+               strategy=ansible_strategy_env())
+
+
+def _pending_only(checked: Target | Path | None, inventory: dict | Path, variables: dict, *, profile: str,
+                  admin_user: str | None, skip: Iterable[str], only: Iterable[str], every: bool, check: bool,
+                  diff: bool, log_path: Path, progress: Callable[[str], None] | None,
+                  strategy: dict[str, str]) -> ApplyResult:
+    """Run the playbook for the selected controls that do not hold on `checked` (an SSH target or a
+    mounted root), as one check judges them first; for every selected control when `every` is set or
+    there is nothing to check."""
+    holding: list[str] = []
+    notes: list[str] = []
+    if checked is not None and not every:
+        report = run_checks(checked, profile, admin_user, controls=only, skip=skip, as_image=True)
+        failing = report.failing()
+        holding = [result.control for result in report.results if result.control not in failing]
+        notes = [f"ami-harden: checked first: {len(holding)} controls hold; to apply: {' '.join(failing) or 'none'}",
+                 *(f"  {r.control:<9} {r.status:<7} {r.evidence}" for r in report.results)]
+        skip, only = (), failing
+    with log_path.open("w") as log:
+        log.writelines(line + "\n" for line in notes)
+    if progress and notes:
+        progress(notes[0])
+    if holding and not only:
+        return ApplyResult(check=check, log_path=log_path, holding=holding)
+    tags, switched_off = selection(skip, only)
+    result = _playbook(inventory, {**variables, **switched_off}, tags, check, diff, log_path, progress, strategy)
+    result.holding = holding
+    return result
 
 
 def _playbook(inventory: dict | Path, variables: dict, tags: list[str], check: bool, diff: bool,
@@ -198,7 +236,7 @@ def _run(command: list[str], log_path: Path, check: bool, progress: Callable[[st
     result = ApplyResult(check=check, log_path=log_path)
     failures: list[str] = []
     task = ""
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:
         log.write("$ " + " ".join(command) + "\n")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env=env, cwd=PLAYBOOKS)

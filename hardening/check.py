@@ -72,14 +72,15 @@ def resolve_target(spec: str, key: str | Path | None = None) -> Target | Path:
 
 
 def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_user: str | None = None,
-               controls: Iterable[str] | None = None, skip: Iterable[str] = ()) -> CheckReport:
+               controls: Iterable[str] | None = None, skip: Iterable[str] = (), as_image: bool = False) -> CheckReport:
     """Check a live target over SSH (with sudo), a mounted root directory or a disk image (as root):
-    every control, or those `controls` names, less those `skip` names."""
+    every control, or those `controls` names, less those `skip` names. `as_image` judges a live target
+    as its image must be (a key cloud-init wrote for root at this launch counts), as an offline one is."""
     catalog.require_profile(profile)
     wanted, _ = catalog.select(controls or (), skip)
     if isinstance(target, Target):
         os_name = _live_preflight(target)
-        args = [f"--hosts={target.testinfra_url}", "--sudo"]
+        args = [f"--hosts={target.testinfra_url}", "--sudo", *["--as-image"] * as_image]
         if admin_user:
             args.append(f"--admin-user={admin_user}")
         return _run(args, target.url, profile, os_name, wanted)

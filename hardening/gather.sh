@@ -32,9 +32,49 @@ account_keys() {
   done
   return 0
 }
+sudo_reach() {
+  # The accounts a sudoers rule can reach: those it names and the members of the groups it names, with
+  # uid 0 and the admin (SUDO-02 reads their Defaults). An account no rule names has no grant, whatever
+  # its shell, so sudo is not asked about it. Every account is listed when a rule could reach one
+  # without naming it (ALL, an alias, a uid or gid, a netgroup, quotes or escapes), when sudoers
+  # includes a file outside /etc/sudoers.d, or when rules may come from elsewhere than files.
+  {
+    cat /etc/sudoers /etc/sudoers.d/* 2>/dev/null
+    echo '@@NSS@@'; grep -s '^[[:space:]]*sudoers:' /etc/nsswitch.conf
+    echo '@@CONF@@'; grep -s '^[[:space:]]*Plugin[[:space:]]' /etc/sudo.conf
+    echo '@@GROUP@@'; getent group
+    echo '@@PASSWD@@'; getent passwd
+  } | awk -F: -v admin="$ADMIN" '
+    function reach(u, g) {
+      sub(/^!+/, "", u)
+      if (u ~ /^%/) {
+        g = substr(u, 2)
+        if (g == "" || g ~ /^[#:]/ || g ~ /["\\]/) all = 1; else group[g] = 1
+      } else if (u == "" || u == "ALL" || u ~ /^[#+"]/ || u ~ /\\/ || u ~ /^[A-Z][A-Z0-9_]*$/) all = 1
+      else user[u] = 1
+    }
+    /^@@(NSS|CONF|GROUP|PASSWD)@@$/ { part = $0; next }
+    part == "@@NSS@@" { s = $0; sub(/^[^:]*:[[:space:]]*/, "", s); if (s !~ /^files[[:space:]]*$/) all = 1; next }
+    part == "@@CONF@@" { all = 1; next }
+    part == "@@GROUP@@" { if ($1 in group) { gid[$3] = 1; n = split($4, m, ","); for (i = 1; i <= n; i++) member[m[i]] = 1 }; next }
+    part == "@@PASSWD@@" {
+      if (all || $3 == 0 || $1 == admin || ($1 in user) || ($1 in member) || ($4 in gid)) print $1; next }
+    { line = cont $0; cont = "" }
+    line ~ /\\$/ { cont = substr(line, 1, length(line) - 1) " "; next }
+    line ~ /^[[:space:]]*[@#]include/ {
+      if (line !~ /^[[:space:]]*[@#]includedir[[:space:]]+\/etc\/sudoers\.d\/?[[:space:]]*$/) all = 1; next }
+    line ~ /^[[:space:]]*#[0-9]/ { all = 1; next }
+    line ~ /^[[:space:]]*(#|$)/ || line ~ /^[[:space:]]*(Defaults|Host_Alias|Runas_Alias|Cmnd_Alias|Cmd_Alias)/ { next }
+    line ~ /^[[:space:]]*User_Alias/ { all = 1; next }
+    {
+      gsub(/[[:space:]]*,[[:space:]]*/, ",", line); sub(/^[[:space:]]+/, "", line)
+      split(line, word, /[[:space:]]+/); n = split(word[1], items, ",")
+      for (i = 1; i <= n; i++) reach(items[i])
+    }'
+}
 sudo_list() {
   if [ -z "$(command -v sudo)" ]; then echo '@@NOSUDO@@'; return 0; fi
-  for u in $(getent passwd | awk -F: -v half="$1" 'NR % 2 == half { print $1 }'); do
+  for u in $(sudo_reach | awk -v half="$1" 'NR % 2 == half'); do
     printf '@@USER@@ %s\n' "$u"
     RES_OPTIONS='timeout:1 attempts:1' sudo -l -U "$u" 2>&1 | grep -v 'unable to resolve host'
   done

@@ -21,6 +21,23 @@ def traps_image():
     return ensure_image("traps")
 
 
+LAB_INSTANCE_ID = "i-0abcdef1234567890"
+LAB_USER_DATA = "#cloud-config\nbootcmd: [touch /run/from-imds]\n"
+
+
+@pytest.fixture(scope="session")
+def lab_instance(lab_image, tmp_path_factory):
+    """The lab image booted once as a new instance (instance id LAB_INSTANCE_ID, user-data LAB_USER_DATA,
+    QEMU's files beside `vm.console_log`) for the tests that only read it: a boot costs a minute or more under TCG.
+    A test must leave it as it found it."""
+    from hardening.lab.vm import boot_instance
+
+    workdir = tmp_path_factory.mktemp("lab-instance")
+    with boot_instance(lab_image, workdir=workdir, user_data=LAB_USER_DATA, instance_id=LAB_INSTANCE_ID) as vm:
+        vm.wait_for_cloud_init()
+        yield vm
+
+
 def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:
     """`run` refused its input as the CLI promises: exit 2 and one line naming `expected`, no traceback."""
     assert run.returncode == 2, run.stdout + run.stderr

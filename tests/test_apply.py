@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -11,7 +12,9 @@ import pytest
 from conftest import assert_one_line_error
 
 from hardening.apply import _failure_message, apply, selection
-from hardening.catalog import control
+from hardening.catalog import control, controls
+from hardening.check import run_checks
+from hardening.lab.hardened import harden_copy
 from hardening.lab.image import VARIANTS
 from hardening.lab.vm import boot_instance, free_port
 
@@ -83,13 +86,6 @@ def test_missing_key_and_bad_target_are_refused(tmp_path):
     assert_one_line_error(cli("ssh://admin@@x:y"), "is not of the form ssh://USER@HOST:PORT")
 
 
-@pytest.fixture(scope="module")
-def instance(lab_image):
-    with boot_instance(lab_image) as vm:
-        vm.wait_for_cloud_init()
-        yield vm
-
-
 def run_ok(vm, command: str) -> str:
     rc, out, err = vm.run(command, timeout=300)
     assert rc == 0, out + err
@@ -97,19 +93,19 @@ def run_ok(vm, command: str) -> str:
 
 
 @pytest.mark.vm
-def test_wrong_key_is_refused(instance, tmp_path):
+def test_wrong_key_is_refused(lab_instance, tmp_path):
     key = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    assert_one_line_error(cli(instance.target.url, "--key", str(key)), "SSH login refused for 'admin'")
+    assert_one_line_error(cli(lab_instance.target.url, "--key", str(key)), "SSH login refused for 'admin'")
 
 
 @pytest.mark.vm
-def test_check_mode_changes_nothing_on_a_fresh_instance(instance):
-    before = run_ok(instance, SNAPSHOT)
-    result = apply(instance.target, check=True, progress=print)
+def test_check_mode_changes_nothing_on_a_fresh_instance(lab_instance):
+    before = run_ok(lab_instance, SNAPSHOT)
+    result = apply(lab_instance.target, check=True, progress=print)
     assert result.failed == 0 and result.unreachable == 0
     assert result.changed > 0, "a fresh lab instance has everything left to harden"
-    assert run_ok(instance, SNAPSHOT) == before
+    assert run_ok(lab_instance, SNAPSHOT) == before
 
 
 @pytest.fixture(scope="module")
@@ -162,23 +158,42 @@ def changed_tasks(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.vm
-def test_reapply_on_the_new_instance_changes_nothing_but_cloud_inits_root_key(hardened):
-    """A new instance's cloud-init writes the key pair for root behind disable_root's refusal (ROOT-04 accepts
-    it live); the role empties the file again, and that is all a second apply changes."""
+def test_reapply_on_the_new_instance_applies_root_04_alone(hardened):
+    """A new instance's cloud-init writes the key pair for root behind disable_root's refusal (ROOT-04
+    accepts it in `check`). apply's first check judges as the image must be, so ROOT-04 alone fails it:
+    the play runs for it only, empties that file and changes nothing else."""
     root_keys = run_ok(hardened, "sudo -n cat /root/.ssh/authorized_keys").strip().splitlines()
     assert root_keys and all('command="echo \'Please login as the user \\"ec2-user\\"' in key for key in root_keys)
     lines: list[str] = []
-    again = apply(hardened.target, progress=lines.append)
+    started = time.monotonic()
+    again = apply(hardened.target, admin_user=VARIANTS["traps"], progress=lines.append)
+    print(f"second live apply on a new instance: {time.monotonic() - started:.1f} s")
     assert again.failed == 0
+    assert sorted(again.holding) == sorted(c.id for c in controls() if c.id != "ROOT-04"), again.log_path
+    assert lines[0] == f"ami-harden: checked first: {len(controls()) - 1} controls hold; to apply: ROOT-04"
     assert changed_tasks(lines) == ["ami_hardening_root_login : Empty root's authorized keys files"], again.log_path
 
 
 @pytest.mark.vm
+@pytest.mark.skipif(os.geteuid() != 0, reason="the copy is hardened and checked offline, which needs root")
+def test_live_sealed_apply_takes_the_admins_sudo_last(hardened_image, tmp_path):
+    """The sealed profile over SSH, on a new instance of the traps image's marketplace copy (hardened
+    offline): the first check finds what sealed adds failing, the play takes the admin's sudo as its last
+    task, and the copy then passes every sealed control."""
+    admin = VARIANTS["traps"]
+    log = tmp_path / "apply.log"
+    source = hardened_image("traps", "marketplace", offline=True)
+    result = harden_copy(source, tmp_path / "sealed.qcow2", profile="sealed", log_path=log, user=admin)
+    assert result.failed == 0 and result.changed > 0, log
+    assert "SUDO-01" not in result.holding and "ROOT-01" in result.holding, log.read_text()[:3000]
+    report = run_checks(tmp_path / "sealed.qcow2", profile="sealed", admin_user=admin)
+    assert report.passed, report.failing()
+    assert "nobody" in next(r.evidence for r in report.results if r.control == "SUDO-01")
+
+
+@pytest.mark.vm
 def test_hardened_instance_reboots_by_uuid(hardened):
-    run_ok(hardened, "sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'")
-    hardened.close_ssh()
-    time.sleep(20)
-    hardened.wait_for_ssh()
+    hardened.reboot()
     uuid = run_ok(hardened, "findmnt -no UUID /").strip()
     assert f"root=UUID={uuid}" in run_ok(hardened, "cat /proc/cmdline")
     run_ok(hardened, "sudo -n cloud-init status --wait")
@@ -197,9 +212,6 @@ def test_unique_fs_uuid_gives_root_a_new_uuid_online(lab_image):
         assert new and new != base
         assert run_ok(vm, "findmnt --fstab -no SOURCE /").strip() == f"UUID={new}"
         assert apply(vm.target, only=["LABEL-01", "LABEL-02"], extra_vars=switch).changed == 0
-        run_ok(vm, "sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'")
-        vm.close_ssh()
-        time.sleep(20)
-        vm.wait_for_ssh()
+        vm.reboot()
         assert f"root=UUID={new}" in run_ok(vm, "cat /proc/cmdline")
         assert run_ok(vm, "findmnt -no UUID /").strip() == new

@@ -17,7 +17,6 @@ from hardening import catalog
 from hardening.check import CHECKS_DIR
 from hardening.disk import mounted_root
 from hardening.lab.image import VARIANTS
-from hardening.lab.vm import boot_instance
 
 XSD = Path(__file__).parent / "data" / "junit-jenkins.xsd"
 # What the vulnerable lab image (Debian's cloud defaults, root found by LABEL) fails and passes.
@@ -152,40 +151,38 @@ def test_own_cloud_init_merge_matches_cloud_init(traps_image):
 
 
 @pytest.mark.vm
-def test_live_check_of_a_lab_instance(lab_image, tmp_path):
-    with boot_instance(lab_image) as vm:
-        vm.wait_for_cloud_init()
-        target, key = vm.target.url, str(vm.target.key)
-        started = time.monotonic()
-        result = check(target, "--key", key)
-        elapsed = time.monotonic() - started
-        print(f"live check of {target}: {elapsed:.1f} s")
-        assert result.returncode == 1, result.stderr
-        failing = {line.split()[0] for line in result.stdout.splitlines() if line[:1].isupper() and " FAIL " in line}
-        assert failing == LAB_FAILS
+def test_live_check_of_a_lab_instance(lab_instance, tmp_path):
+    target, key = lab_instance.target.url, str(lab_instance.target.key)
+    started = time.monotonic()
+    result = check(target, "--key", key)
+    elapsed = time.monotonic() - started
+    print(f"live check of {target}: {elapsed:.1f} s")
+    assert result.returncode == 1, result.stderr
+    failing = {line.split()[0] for line in result.stdout.splitlines() if line[:1].isupper() and " FAIL " in line}
+    assert failing == LAB_FAILS
 
-        report = tmp_path / "report.xml"
-        result = check(target, "--key", key, "--only", "ROOT-01", "--only", "ROOT-04", "--format", "junit",
-                       "--output", str(report))
-        assert result.returncode == 1 and "failing: ROOT-01" in result.stderr
-        xmlschema.XMLSchema(XSD).validate(report.read_text())
+    report = tmp_path / "report.xml"
+    result = check(target, "--key", key, "--only", "ROOT-01", "--only", "ROOT-04", "--format", "junit",
+                   "--output", str(report))
+    assert result.returncode == 1 and "failing: ROOT-01" in result.stderr
+    xmlschema.XMLSchema(XSD).validate(report.read_text())
 
-        found = verdicts(check(target, "--key", key, "--format", "json", "--only", "LABEL-01", "--only", "ROOT-04"))
-        assert "/proc/cmdline: root=LABEL=cloudimg-rootfs" in found["LABEL-01"]["evidence"]
-        assert found["ROOT-04"]["status"] == "pass" and "forced command" in found["ROOT-04"]["evidence"]
+    found = verdicts(check(target, "--key", key, "--format", "json", "--only", "LABEL-01", "--only", "ROOT-04"))
+    assert "/proc/cmdline: root=LABEL=cloudimg-rootfs" in found["LABEL-01"]["evidence"]
+    assert found["ROOT-04"]["status"] == "pass" and "forced command" in found["ROOT-04"]["evidence"]
 
-        other_key = tmp_path / "other_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
-        refused = check(target, "--key", str(other_key), timeout=120)
-        assert refused.returncode == 2 and "SSH login refused" in refused.stderr
-        assert len(refused.stderr.strip().splitlines()) == 1
+    other_key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    refused = check(target, "--key", str(other_key), timeout=120)
+    assert refused.returncode == 2 and "SSH login refused" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.vm
 @needs_root
-@pytest.mark.parametrize("profile", ["marketplace", pytest.param("sealed", marks=pytest.mark.heavy)])
+@pytest.mark.parametrize("profile", ["marketplace", "sealed"])
 def test_hardened_image_passes_every_control(hardened_image, profile):
-    image = hardened_image("traps", profile)
+    image = hardened_image("traps", profile, offline=profile == "sealed")
     args = ["--admin-user", VARIANTS["traps"]]
     result = check(str(image), "--profile", profile, "--format", "json", *args)
     found = verdicts(result)

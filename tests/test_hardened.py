@@ -55,7 +55,6 @@ def test_a_copy_hardened_offline_holds_after_update_grub_and_a_new_initramfs(har
     assert f"{ADMIN}: sudo -n gives root (expected: the marketplace admin)" in verdicts["sudo"]["evidence"]
 
 
-@pytest.mark.heavy
 @needs_root
 def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
     verdicts = attack(hardened_image("traps", "sealed", offline=True), "--profile", "sealed", "--admin-user", ADMIN)

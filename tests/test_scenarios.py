@@ -7,6 +7,7 @@ control's check must reach on it, with a substring of the evidence it must recor
     profile   marketplace (default) or sealed
     admin     the admin account (default "admin"; null for none); admin_user is None under sealed
     offline   judged from a mounted image root (default false)
+    as_image  a live host judged as its image must be, as apply checks first (default false)
     sections  section name -> its output lines; a section left out was not gathered (exit 127)
     rc        section name -> exit code, for the sections that did not exit 0 (optional)
     evidence  a substring of the last evidence the check records
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ROOT / "checks"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 VERDICTS = ("pass", "fail")
-CASE_KEYS = {"name", "profile", "admin", "offline", "sections", "rc", "evidence"}
+CASE_KEYS = {"name", "profile", "admin", "offline", "as_image", "sections", "rc", "evidence"}
 
 
 def load_scenarios() -> dict[str, dict]:
@@ -73,7 +74,7 @@ def verdict(check, case: dict) -> tuple[str, str]:
         return text
 
     available = {"facts": facts, "evidence": evidence, "profile": profile, "offline": offline, "account": account,
-                 "admin_user": None if profile == "sealed" else account}
+                 "admin_user": None if profile == "sealed" else account, "as_image": bool(case.get("as_image"))}
     wanted = list(inspect.signature(check).parameters)
     unknown = [name for name in wanted if name not in available]
     if unknown:
@@ -133,8 +134,9 @@ def test_scenario_cases_are_well_formed():
                 problems += [f"{where}: no {key}" for key in ("name", "sections", "evidence") if not case.get(key)]
                 if case.get("profile", "marketplace") not in PROFILES:
                     problems.append(f"{where}: profile {case['profile']!r} is not one of {', '.join(PROFILES)}")
-                if not isinstance(case.get("offline", False), bool):
-                    problems.append(f"{where}: offline must be true or false")
+                for flag in ("offline", "as_image"):
+                    if not isinstance(case.get(flag, False), bool):
+                        problems.append(f"{where}: {flag} must be true or false")
                 if not isinstance(case.get("admin", "admin"), str | None):
                     problems.append(f"{where}: admin must be an account name or null")
                 sections = case.get("sections") or {}

@@ -35,7 +35,8 @@ def _default_admin(target: Target | str | Path) -> str | None:
     return None
 
 
-SHOWN = ("TASK [", "RUNNING HANDLER [", "changed:", "fatal:", "failed:", "PLAY RECAP", "[ERROR]", "ERROR!")
+SHOWN = ("ami-harden: ", "TASK [", "RUNNING HANDLER [", "changed:", "fatal:", "failed:", "PLAY RECAP", "[ERROR]",
+         "ERROR!")
 
 
 def _show(line: str) -> None:
@@ -59,6 +60,9 @@ def register(app: typer.Typer) -> None:
         skip: list[str] = typer.Option([], "--skip", help="Control id to leave alone (repeatable)."),
         only: list[str] = typer.Option([], "--only", help="Apply only this control id (repeatable)."),
         check: bool = typer.Option(False, "--check", help="Show what would change; change nothing."),
+        full: bool = typer.Option(False, "--full", help="Apply every selected control, also those a first "
+                                  "check finds holding (default for an ssh:// or image TARGET: only those "
+                                  "that fail it)."),
         diff: bool = typer.Option(False, "--diff", help="Show file differences."),
         confirm_sealed: bool = typer.Option(False, "--confirm-sealed",
                                             help="Required for --profile sealed."),
@@ -72,5 +76,5 @@ def register(app: typer.Typer) -> None:
         parsed = _target(target, key)
         result = apply(parsed, profile=profile.value, admin_user=admin_user or _default_admin(parsed),
                        skip=skip, only=only, check=check, diff=diff, log_path=log,
-                       sealed_confirmed=confirm_sealed, progress=_show)
+                       sealed_confirmed=confirm_sealed, progress=_show, full=full)
         typer.echo(f"ami-harden: applied {profile.value} to {target}: {result.summary()}")

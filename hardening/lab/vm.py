@@ -146,6 +146,20 @@ class Instance:
         elif not self.wait_for_exit(timeout):
             raise HardeningError(f"the instance did not power off within {timeout:.0f} s; console ends:\n{self.tail()}")
 
+    def start_reboot(self) -> None:
+        """Reboot from inside, as an operator would (after this command's session ends), and drop SSH."""
+        rc, out, err = self.run("sudo -n sh -c 'nohup sh -c \"sleep 2; systemctl reboot\" >/dev/null 2>&1 &'",
+                                timeout=30)
+        if rc != 0:
+            raise HardeningError(f"the instance refused to reboot: {(out + err).strip() or f'exit {rc}'}")
+        self.close_ssh()
+
+    def reboot(self, settle: float = 20.0) -> None:
+        """Reboot and wait until SSH answers again."""
+        self.start_reboot()
+        time.sleep(settle)
+        self.wait_for_ssh()
+
     def close_ssh(self) -> None:
         """Drop the persistent SSH session (before a reboot or power-off)."""
         if self._client is not None:
