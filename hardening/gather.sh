@@ -39,7 +39,8 @@ sudo_reach() {
   # without naming it (ALL, an alias, a uid or gid, a netgroup, quotes or escapes), when sudoers
   # includes a file outside /etc/sudoers.d, or when rules may come from elsewhere than files.
   {
-    cat /etc/sudoers /etc/sudoers.d/* 2>/dev/null
+    # A line of its own after each file: a continuation never runs on into the next file.
+    for f in /etc/sudoers /etc/sudoers.d/*; do [ -f "$f" ] && cat "$f" && printf '\n@@END@@\n'; done
     echo '@@NSS@@'; grep -s '^[[:space:]]*sudoers:' /etc/nsswitch.conf
     echo '@@CONF@@'; grep -s '^[[:space:]]*Plugin[[:space:]]' /etc/sudo.conf
     echo '@@GROUP@@'; getent group
@@ -53,24 +54,26 @@ sudo_reach() {
       } else if (u == "" || u == "ALL" || u ~ /^[#+"]/ || u ~ /\\/ || u ~ /^[A-Z][A-Z0-9_]*$/) all = 1
       else user[u] = 1
     }
+    function rule(line, word, items, n, i) {
+      if (line ~ /^[[:space:]]*[@#]include/) {
+        if (line !~ /^[[:space:]]*[@#]includedir[[:space:]]+\/etc\/sudoers\.d\/?[[:space:]]*$/) all = 1
+      } else if (line ~ /^[[:space:]]*#[0-9]/ || line ~ /^[[:space:]]*User_Alias/) all = 1
+      else if (line !~ /^[[:space:]]*(#|$)/ && line !~ /^[[:space:]]*(Defaults|Host_Alias|Runas_Alias|Cmnd?_Alias)/) {
+        gsub(/[[:space:]]*,[[:space:]]*/, ",", line); sub(/^[[:space:]]+/, "", line)
+        split(line, word, /[[:space:]]+/); n = split(word[1], items, ",")
+        for (i = 1; i <= n; i++) reach(items[i])
+      }
+    }
     /^@@(NSS|CONF|GROUP|PASSWD)@@$/ { part = $0; next }
     part == "@@NSS@@" { s = $0; sub(/^[^:]*:[[:space:]]*/, "", s); if (s !~ /^files[[:space:]]*$/) all = 1; next }
     part == "@@CONF@@" { all = 1; next }
     part == "@@GROUP@@" { if ($1 in group) { gid[$3] = 1; n = split($4, m, ","); for (i = 1; i <= n; i++) member[m[i]] = 1 }; next }
     part == "@@PASSWD@@" {
       if (all || $3 == 0 || $1 == admin || ($1 in user) || ($1 in member) || ($4 in gid)) print $1; next }
+    $0 == "@@END@@" { if (cont != "") rule(cont); cont = ""; next }
     { line = cont $0; cont = "" }
     line ~ /\\$/ { cont = substr(line, 1, length(line) - 1) " "; next }
-    line ~ /^[[:space:]]*[@#]include/ {
-      if (line !~ /^[[:space:]]*[@#]includedir[[:space:]]+\/etc\/sudoers\.d\/?[[:space:]]*$/) all = 1; next }
-    line ~ /^[[:space:]]*#[0-9]/ { all = 1; next }
-    line ~ /^[[:space:]]*(#|$)/ || line ~ /^[[:space:]]*(Defaults|Host_Alias|Runas_Alias|Cmnd_Alias|Cmd_Alias)/ { next }
-    line ~ /^[[:space:]]*User_Alias/ { all = 1; next }
-    {
-      gsub(/[[:space:]]*,[[:space:]]*/, ",", line); sub(/^[[:space:]]+/, "", line)
-      split(line, word, /[[:space:]]+/); n = split(word[1], items, ",")
-      for (i = 1; i <= n; i++) reach(items[i])
-    }'
+    { rule(line) }'
 }
 sudo_list() {
   if [ -z "$(command -v sudo)" ]; then echo '@@NOSUDO@@'; return 0; fi

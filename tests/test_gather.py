@@ -56,6 +56,9 @@ def test_only_the_accounts_a_rule_names_or_reaches_through_a_group_are_asked_abo
     # bob through his primary group (sudo), carol as a member of ops; www-data only has Defaults.
     assert reach(tmp_path, BASE, dropin) == ["root", "daemon", "admin", "alice", "bob", "carol"]
     assert reach(tmp_path, "root ALL=(ALL:ALL) ALL\n# alice ALL=(ALL) ALL\n") == ["root", "admin"]
+    # A continuation at the end of one file does not swallow the first rule of the next.
+    assert reach(tmp_path, "root ALL=(ALL:ALL) ALL \\", "carol ALL=(ALL) ALL\n") == ["root", "admin", "carol"]
+    assert reach(tmp_path, BASE, "alice ALL=(ALL) ALL \\") == ["root", "admin", "alice", "bob"]
 
 
 @pytest.mark.parametrize("rule", [
