@@ -1,4 +1,5 @@
-"""Render verdicts about a target as a text table, JSON, JUnit XML or one self-contained HTML file.
+"""Render verdicts about a target as a text table, JSON, JUnit XML, SARIF 2.1.0 or one self-contained
+HTML file.
 
 The renderers take a `Document`: metadata plus rows of `control`, `vector`, `title`, `status` and
 `evidence` (other keys pass through to JSON). `outcomes` maps each status to pass/fail/error/skipped,
@@ -14,9 +15,10 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 
 OUTCOMES = ("pass", "fail", "error", "skipped")
-FORMATS = ("table", "json", "junit", "html")
+FORMATS = ("table", "json", "junit", "sarif", "html")
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -54,7 +56,8 @@ class Document:
 
 def render(document: Document, fmt: str) -> str:
     """The document in one of FORMATS."""
-    renderers = {"table": table, "json": to_json, "junit": lambda doc: junit([doc]), "html": to_html}
+    renderers = {"table": table, "json": to_json, "junit": lambda doc: junit([doc]), "sarif": sarif,
+                 "html": to_html}
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return renderers[fmt](document)
@@ -127,6 +130,31 @@ def junit(documents: Sequence[Document]) -> str:
     root.set("errors", str(totals["error"]))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+# SARIF's result kind and level for each outcome: a failed control is an error-level finding; an
+# error (the check could not judge) asks for review; SARIF allows a level only on a failure.
+_SARIF_RESULT = {"fail": {"kind": "fail", "level": "error"}, "error": {"kind": "review", "level": "none"},
+                 "pass": {"kind": "pass", "level": "none"}, "skipped": {"kind": "notApplicable", "level": "none"}}
+
+
+def sarif(document: Document) -> str:
+    """SARIF 2.1.0 for code-scanning tools: one rule per control (or attacked vector), one result per
+    verdict, the target and the other metadata as the run's properties."""
+    rules = {str(row["control"]): {"id": str(row["control"]), "name": str(row["control"]),
+                                   "shortDescription": {"text": str(row["title"])},
+                                   "properties": {"vector": str(row["vector"])}} for row in document.rows}
+    index = {rule: number for number, rule in enumerate(rules)}
+    results = [{"ruleId": str(row["control"]), "ruleIndex": index[str(row["control"])],
+                **_SARIF_RESULT[document.outcome(row)],
+                "message": {"text": f"{str(row['status']).upper()}: {row['evidence'] or row['title']}"},
+                "properties": {"status": str(row["status"])}} for row in document.rows]
+    run = {"tool": {"driver": {"name": "ami-harden", "version": metadata.version("ami-hardening"),
+                               "rules": list(rules.values())}},
+           "automationDetails": {"id": f"{document.title}/{document.meta.get('target', '')}"},
+           "results": results, "properties": {str(key): str(value) for key, value in document.meta.items()}}
+    data = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": [run]}
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 _CSS = """

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from hardening.lab.image import VARIANTS, ensure_image
@@ -36,6 +39,17 @@ def lab_instance(lab_image, tmp_path_factory):
     with boot_instance(lab_image, workdir=workdir, user_data=LAB_USER_DATA, instance_id=LAB_INSTANCE_ID) as vm:
         vm.wait_for_cloud_init()
         yield vm
+
+
+# The OASIS standard's SARIF 2.1.0 schema (errata 01), from github.com/oasis-tcs/sarif-spec, sarif-2.1/schema/.
+SARIF_SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+
+
+def valid_sarif(text: str) -> dict:
+    """`text` parsed, after validating it against the SARIF 2.1.0 schema."""
+    data = json.loads(text)
+    jsonschema.Draft4Validator(SARIF_SCHEMA).validate(data)
+    return data
 
 
 def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from conftest import valid_sarif
 
 from hardening import catalog
 from hardening.check import CHECKS_DIR
@@ -106,6 +107,12 @@ def test_offline_check_of_the_lab_image(lab_image):
     assert "root=LABEL=cloudimg-rootfs" in found["LABEL-01"]["evidence"]
     assert "offline" in found["LABEL-01"]["evidence"]
     assert "search --no-floppy --fs-uuid" in found["LABEL-04"]["evidence"]
+
+    sarif = check(str(lab_image), "--admin-user", "admin", "--format", "sarif", "--only", "ROOT-01",
+                  "--only", "SUDO-05")
+    assert sarif.returncode == 1, sarif.stderr
+    results = valid_sarif(sarif.stdout)["runs"][0]["results"]
+    assert {r["ruleId"]: r["kind"] for r in results} == {"ROOT-01": "fail", "SUDO-05": "pass"}
 
 
 @pytest.mark.vm

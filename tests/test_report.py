@@ -1,4 +1,5 @@
-"""The report renderers: JSON round-trip, JUnit against a Jenkins-style XSD, HTML in a real browser."""
+"""The report renderers: JSON round-trip, JUnit against a Jenkins-style XSD, SARIF against the OASIS
+SARIF 2.1.0 schema, HTML in a real browser."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import jsonschema
 import pytest
 import xmlschema
+from conftest import SARIF_SCHEMA, valid_sarif
 
 from hardening.report import Document, junit, render
 
@@ -88,6 +91,24 @@ def test_other_verdicts_render_through_outcomes():
     assert '<span class="badge fail">OPEN</span>' in render(document, "html")
     assert json.loads(render(document, "json"))["summary"] == {"total": 2, "CLOSED": 1, "OPEN": 1}
     assert "2 vectors: 1 CLOSED, 1 OPEN" in render(document, "table")
+    results = valid_sarif(render(document, "sarif"))["runs"][0]["results"]
+    assert [(r["ruleId"], r["kind"], r["level"]) for r in results] == [("user-data", "fail", "error"),
+                                                                       ("label-boot", "pass", "none")]
+
+
+def test_sarif_is_valid_with_one_rule_per_control_and_one_result_per_verdict():
+    document = _document()
+    run = valid_sarif(render(document, "sarif"))["runs"][0]
+    assert [rule["id"] for rule in run["tool"]["driver"]["rules"]] == ["ROOT-01", "ROOT-02", "SUDO-02", "LABEL-03"]
+    assert run["tool"]["driver"]["rules"][2]["shortDescription"]["text"] == f"sudo policy {HOSTILE}"
+    kinds = [(r["ruleId"], r["ruleIndex"], r["kind"], r["level"]) for r in run["results"]]
+    assert kinds == [("ROOT-01", 0, "fail", "error"), ("ROOT-02", 1, "pass", "none"),
+                     ("SUDO-02", 2, "notApplicable", "none"), ("LABEL-03", 3, "review", "none")]
+    assert run["results"][0]["message"]["text"].startswith("FAIL: sshd -T: permitrootlogin yes")
+    assert run["properties"]["target"] == "ssh://admin@127.0.0.1:2222"
+    with pytest.raises(jsonschema.ValidationError):  # the schema does judge: another version is refused
+        jsonschema.Draft4Validator(SARIF_SCHEMA).validate({**json.loads(render(document, "sarif")),
+                                                           "version": "2.0.0"})
 
 
 def test_html_is_self_contained_and_escaped():

@@ -19,7 +19,7 @@ def attack_command(
                                     "sealed: any sudo is OPEN."),
     admin_user: str = typer.Option("admin", help="The one account allowed sudo under the marketplace profile."),
     fmt: ReportFormat = typer.Option(ReportFormat.table, "--format",
-                                     help="table, json (a `vectors` list), junit or html"),
+                                     help="table, json (a `vectors` list), junit, sarif or html"),
     output: Path = typer.Option(None, help="Write the report here instead of standard output."),
 ) -> None:
     """Boot IMAGE three times as a new instance with hostile inputs and judge each vector.

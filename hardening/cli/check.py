@@ -21,7 +21,7 @@ def check_command(
                                    "required offline for marketplace)."),
     only: list[str] = typer.Option(None, "--only", help="Check only this control id (repeatable)."),
     skip: list[str] = typer.Option(None, "--skip", help="Leave this control id out (repeatable)."),
-    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", help="table, json, junit or html."),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", help="table, json, junit, sarif or html."),
     output: Path = typer.Option(None, help="Write the report to this file instead of standard output."),
 ) -> None:
     """Check TARGET against every control (or the --only ones, less the --skip ones) and report the evidence.
