@@ -112,7 +112,8 @@ def _live_preflight(target: Target) -> str:
         rc, out, err = ssh.run(client, "sudo -n true && cat /etc/os-release", timeout=60)
     if rc != 0:
         raise HardeningError(f"{target.url}: {target.user} cannot use sudo ({err.strip() or f'exit {rc}'}); "
-                             "a live check needs sudo, check a sealed image offline (image file or directory)")
+                             "a live check or apply needs it; check a sealed image offline (image file or "
+                             "directory)")
     return _pretty_name(out)
 
 
