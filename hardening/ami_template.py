@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hardening import packer
-from hardening.apply import require_ansible
+from hardening.apply import PLAYBOOKS, require_ansible
 from hardening.errors import HardeningError
 
 AMAZON_SOURCE = "amazon-ebs.hardened"
@@ -124,7 +124,7 @@ def stage_for_validation(dest: Path, version: tuple[int, ...]) -> tuple[Path, li
     """Stage the template (beside a link to playbooks/) for `packer validate`; on Packer 1.6 also return the
     problems of the cut arguments."""
     stage = packer.stage_template(dest / "packer", version)
-    (dest / "playbooks").symlink_to(packer.PLAYBOOK_DIR)
+    (dest / "playbooks").symlink_to(PLAYBOOKS)
     if version >= (1, 7):
         return stage, []
     template, problems = (packer.TEMPLATE_DIR / SOURCES_FILE).read_text(), []

@@ -1,7 +1,6 @@
 """Apply the hardening playbook to a target with ansible-playbook, and read back what it did.
 
-The playbooks ship beside the package (`playbooks/` in the checkout); run from a checkout or an
-editable install (`pip install -e .`).
+The playbooks are found through hardening.resources: in the checkout, or inside an installed wheel.
 """
 
 from __future__ import annotations
@@ -26,9 +25,10 @@ from hardening.catalog import require_profile, select
 from hardening.check import run_checks
 from hardening.disk import chroot_root
 from hardening.errors import HardeningError
+from hardening.resources import shipped
 from hardening.target import Image, Target
 
-PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
+PLAYBOOKS = shipped("playbooks")
 PLAYBOOK = PLAYBOOKS / "harden.yml"
 LOCAL = "local"
 SEALED_WARNING = (

@@ -14,9 +14,10 @@ from hardening import catalog, ssh
 from hardening.disk import mounted_root, require_system_root
 from hardening.errors import HardeningError
 from hardening.report import Document
+from hardening.resources import shipped
 from hardening.target import Target
 
-CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
+CHECKS_DIR = shipped("checks")
 PASSING = ("pass", "skipped")
 _PRECEDENCE = ("fail", "error", "pass", "skipped")
 

@@ -18,15 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardening.apply import ansible_strategy_env, selection
+from hardening.apply import PLAYBOOKS, ansible_strategy_env, selection
 from hardening.catalog import control, require_profile
 from hardening.disk import image_format, mounted_root
 from hardening.errors import HardeningError
+from hardening.resources import shipped
 from hardening.seed import seed_files
 
+# The directory that holds the hardening package: the checkout, or site-packages.
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE_DIR = REPO / "packer"
-PLAYBOOK_DIR = REPO / "playbooks"
+TEMPLATE_DIR = shipped("packer")
 PLUGINS_FILE = "plugins.pkr.hcl"
 LOCAL_SOURCE = "qemu.hardened"
 BUILD_TIMEOUT = float(os.environ.get("AMI_HARDEN_BUILD_TIMEOUT", "1800"))
@@ -209,10 +210,10 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             "ansible_extra_args": [*(["--extra-vars", json.dumps(switched_off)] if switched_off else []),
                                    *ansible_args],
             "skip_controls": [control(control_id).id for control_id in skip],
-            "playbook_dir": str(PLAYBOOK_DIR),
+            "playbook_dir": str(PLAYBOOKS),
             "check_command": CHECK_COMMAND,
         }
-        # PYTHONPATH: the verification step runs this checkout's ami-harden, whatever else is installed.
+        # PYTHONPATH: the verification step runs this ami-harden, whatever else is installed.
         python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = os.environ | PACKER_ENV | ansible_strategy_env() | {
             "TMPDIR": scratch, "PACKER_CACHE_DIR": str(work / "packer_cache"), "PYTHONPATH": python_path}

@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
+
+from hardening import __version__
 
 OUTCOMES = ("pass", "fail", "error", "skipped")
 FORMATS = ("table", "json", "junit", "sarif", "html")
@@ -149,7 +150,7 @@ def sarif(document: Document) -> str:
                 **_SARIF_RESULT[document.outcome(row)],
                 "message": {"text": f"{str(row['status']).upper()}: {row['evidence'] or row['title']}"},
                 "properties": {"status": str(row["status"])}} for row in document.rows]
-    run = {"tool": {"driver": {"name": "ami-harden", "version": metadata.version("ami-hardening"),
+    run = {"tool": {"driver": {"name": "ami-harden", "version": __version__,
                                "rules": list(rules.values())}},
            "automationDetails": {"id": f"{document.title}/{document.meta.get('target', '')}"},
            "results": results, "properties": {str(key): str(value) for key, value in document.meta.items()}}

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from hardening import ami_template, packer
+from hardening.apply import PLAYBOOKS
 from hardening.errors import HardeningError
 from hardening.lab.vm import boot_instance
 from hardening.seed import seed_files
@@ -48,7 +49,7 @@ def qemu_vars(tmp_path):
     key, public = packer.make_build_key(tmp_path)
     seed = seed_files(tmp_path / "seed", public, "ami-build")
     values = {"base_image": str(base), "ssh_private_key_file": str(key), "seed_files": [str(p) for p in seed],
-              "output_directory": str(tmp_path / "out"), "playbook_dir": str(packer.PLAYBOOK_DIR)}
+              "output_directory": str(tmp_path / "out"), "playbook_dir": str(PLAYBOOKS)}
     return [arg for name, value in values.items()
             for arg in ("-var", f"{name}={value if isinstance(value, str) else json.dumps(value)}")]
 
@@ -78,7 +79,7 @@ def test_packer_1_6_lacks_exactly_the_arguments_the_validation_cuts(staged, tmp_
     if version >= (1, 7):
         pytest.skip("Packer >= 1.7 validates the whole template")
     result = run_packer("validate", f"-only={ami_template.SOURCE_OF[builder]}", "-var",
-                        f"playbook_dir={packer.PLAYBOOK_DIR}", str(staged), cwd=tmp_path)
+                        f"playbook_dir={PLAYBOOKS}", str(staged), cwd=tmp_path)
     output = result.stdout + result.stderr
     rejected = set(re.findall(r'(?:argument named|Blocks of type) "(\w+)"', output))
     assert rejected == set(ami_template.ARGUMENTS_OF[builder]) and output.count("Error:") == len(rejected), output
@@ -249,7 +250,7 @@ def test_seal_under_the_sealed_profile_leaves_no_sudo_and_no_access(lab_image, t
         env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1", ANSIBLE_PIPELINING="True",
                    ANSIBLE_TIMEOUT="60", ANSIBLE_PYTHON_INTERPRETER="auto_silent")
         result = subprocess.run(["ansible-playbook", "-i", str(inventory), "-e", json.dumps(extra),
-                                 str(packer.PLAYBOOK_DIR / "seal.yml")], capture_output=True, text=True,
+                                 str(PLAYBOOKS / "seal.yml")], capture_output=True, text=True,
                                 env=env, timeout=900, check=False)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr
         _, out, _ = vm.run("sudo -n true; echo sudo=$?", timeout=30)
