@@ -1,4 +1,5 @@
-"""`ami-harden build local`: the Packer template's QEMU source, run on a local disk image."""
+"""`ami-harden build`: the Packer template's QEMU source run on a local disk image, the template's
+offline validation, and the roles as an Ansible collection."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from hardening import ami_template, packer
+from hardening import ami_template, collection, packer
 from hardening.cli.choices import Profile
 
 build = typer.Typer(help="Build hardened images with the Packer template in packer/.", no_args_is_help=True)
@@ -72,6 +73,18 @@ def validate_command(
         raise typer.Exit(1)
     for source in ami_template.SOURCE_OF.values():
         typer.echo(f"{source}: valid ({validation.method})")
+
+
+@build.command("collection")
+def collection_command(
+    output: Path = typer.Option(Path("dist"), help="Directory for the collection's tarball."),
+) -> None:
+    """Build the roles as the Ansible collection ami_hardening.lockdown (`ansible-galaxy collection
+    build`), for playbooks that use them without this package; prints the tarball's path.
+
+    Example: ami-harden build collection --output dist && ansible-galaxy collection install dist/*.tar.gz
+    """
+    typer.echo(str(collection.build(output)))
 
 
 def register(app: typer.Typer) -> None:
