@@ -24,8 +24,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--admin-user", default=None,
                     help="the one user allowed sudo (default: the SSH user; required offline for marketplace)")
     group.addoption("--as-image", action="store_true",
-                    help="judge a live host as its image must be: a key cloud-init wrote for root at this "
-                         "launch counts (apply checks this way first)")
+                    help="judge a host as its image must be: a key cloud-init wrote for root at this launch "
+                         "counts, and cloud-init may grant sudo to nobody, the admin included (apply checks "
+                         "this way first)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def as_image(pytestconfig: pytest.Config) -> bool:
-    """True when a live host is judged as its image must be (`--as-image`)."""
+    """True when a host is judged as its image must be (`--as-image`)."""
     return pytestconfig.getoption("as_image")
 
 

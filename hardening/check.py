@@ -75,16 +75,17 @@ def resolve_target(spec: str, key: str | Path | None = None) -> Target | Path:
 def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_user: str | None = None,
                controls: Iterable[str] | None = None, skip: Iterable[str] = (), as_image: bool = False) -> CheckReport:
     """Check a live target over SSH (with sudo), a mounted root directory or a disk image (as root):
-    every control, or those `controls` names, less those `skip` names. `as_image` judges a live target
-    as its image must be (a key cloud-init wrote for root at this launch counts), as an offline one is."""
+    every control, or those `controls` names, less those `skip` names. `as_image` judges the target as
+    its image must be, as apply checks first: a key cloud-init wrote for root at this launch counts
+    (offline it always does), and cloud-init may grant sudo to nobody, the admin included."""
     catalog.require_profile(profile)
     wanted, _ = catalog.select(controls or (), skip)
     if isinstance(target, Target):
         os_name = _live_preflight(target)
-        args = [f"--hosts={target.testinfra_url}", "--sudo", *["--as-image"] * as_image]
+        args = [f"--hosts={target.testinfra_url}", "--sudo"]
         if admin_user:
             args.append(f"--admin-user={admin_user}")
-        return _run(args, target.url, profile, os_name, wanted)
+        return _run(args, target.url, profile, os_name, wanted, as_image)
     path = Path(target)
     if not path.exists():
         raise HardeningError(f"{path} does not exist")
@@ -93,18 +94,18 @@ def run_checks(target: Target | str | Path, profile: str = "marketplace", admin_
     if profile == "marketplace" and not admin_user:
         raise HardeningError("--admin-user is required for an offline marketplace check")
     if path.is_dir():
-        return _offline(path, str(path), profile, admin_user, wanted)
+        return _offline(path, str(path), profile, admin_user, wanted, as_image)
     with mounted_root(path, read_only=True) as root:
-        return _offline(root, str(path), profile, admin_user, wanted)
+        return _offline(root, str(path), profile, admin_user, wanted, as_image)
 
 
-def _offline(root: Path, label: str, profile: str, admin_user: str | None,
-             wanted: list[catalog.Control]) -> CheckReport:
+def _offline(root: Path, label: str, profile: str, admin_user: str | None, wanted: list[catalog.Control],
+             as_image: bool) -> CheckReport:
     require_system_root(root, label)
     args = [f"--hosts={root}", "--connection=chroot"]
     if admin_user:
         args.append(f"--admin-user={admin_user}")
-    return _run(args, label, profile, _os_release(root), wanted)
+    return _run(args, label, profile, _os_release(root), wanted, as_image)
 
 
 def _live_preflight(target: Target) -> str:
@@ -135,12 +136,13 @@ def _pretty_name(os_release: str) -> str:
     return "unknown"
 
 
-def _run(args: list[str], label: str, profile: str, os_name: str, wanted: list[catalog.Control]) -> CheckReport:
+def _run(args: list[str], label: str, profile: str, os_name: str, wanted: list[catalog.Control],
+         as_image: bool) -> CheckReport:
     collector = _Collector({control.id for control in wanted})
     checked_at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     options = ["-c", os.devnull, "-p", "no:cacheprovider", "-p", "no:terminal", "--assert=plain",
                "--import-mode=importlib", f"--rootdir={CHECKS_DIR}", f"--profile={profile}"]
-    code = pytest.main([str(CHECKS_DIR), *options, *args], plugins=[collector])
+    code = pytest.main([str(CHECKS_DIR), *options, *args, *["--as-image"] * as_image], plugins=[collector])
     if collector.problems or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise HardeningError(f"the checks could not run (pytest exit {int(code)}): "
                              + ("; ".join(collector.problems) or "see pytest's message above"))
