@@ -52,7 +52,7 @@ def test_initramfs_refuses_ambiguous_root(facts, evidence):
     which = "the running kernel's" if facts.cmdline is not None else "offline: the newest kernel's"
     if image is None:
         pytest.fail(evidence(f"no initramfs found ({which})"))
-    matches = facts.initramfs.matches
+    matches = facts.initramfs.carrying("ami-root-unique")
     message = evidence(f"{image} ({which}) contains {', '.join(matches)}" if matches
                        else f"{image} ({which}) has no ami-root-unique check")
     assert matches, message

@@ -1,11 +1,12 @@
 """Vector sudo: effective grants, sudo policy, cloud-init's default-user rule, pkexec, SSM, root-equivalent
 groups."""
 
+import jinja2
 import pytest
 import yaml
 
 from hardening.apply import PLAYBOOKS
-from hardening.facts import polkit_admin_rule
+from hardening.facts import polkit_order, polkit_services
 
 
 def _grants_sudo(value) -> bool:
@@ -13,6 +14,16 @@ def _grants_sudo(value) -> bool:
     if value is None or value is False or value == [] or value == "":
         return False
     return str(value).strip().lower() not in ("false", "no", "off", "0", "none")
+
+# The sudo role's documented defaults and its template are the one definition of what it writes.
+_ROLE = PLAYBOOKS / "roles" / "ami_hardening_sudo"
+_DEFAULTS = yaml.safe_load((_ROLE / "defaults" / "main.yml").read_text())
+_VARS = yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())
+ROOT_GROUPS = tuple(_DEFAULTS["ami_hardening_sudo_root_groups"])
+NO_LOGIN_SHELLS = frozenset(_DEFAULTS["ami_hardening_sudo_polkit_no_login_shells"])
+_POLKIT_FILE = _VARS["ami_hardening_sudo_polkit_file"]
+_POLKIT_TEMPLATE = jinja2.Environment(autoescape=False).from_string(
+    (_ROLE / "templates" / "polkit.rules.j2").read_text())
 
 
 @pytest.mark.control("SUDO-01")
@@ -103,26 +114,39 @@ def test_cloud_init_default_user_sudo(facts, profile, admin_user, as_image, evid
 
 
 @pytest.mark.control("SUDO-04")
-def test_pkexec_admin_identity(facts, profile, admin_user, evidence):
-    if facts.pkexec is None:
-        evidence("pkexec is not installed")
-        return
-    mode, owner, path = facts.pkexec
-    if not int(mode, 8) & 0o4000:
-        evidence(f"{path} is mode {mode}: not setuid, pkexec cannot raise privileges")
-        return
-    if profile == "sealed":
-        pytest.fail(evidence(f"{path} is setuid {owner} (mode {mode}): sealed needs the setuid bit removed"))
-    rule = polkit_admin_rule(facts.polkit_rules)
-    origin, identities = rule if rule else ("polkit's built-in default", ["unix-user:0"])
-    allowed = {f"unix-user:{admin_user}", "unix-user:root", "unix-user:0"}
-    others = [identity for identity in identities if identity not in allowed]
-    members = {identity: sorted(facts.groups.get(identity.split(":", 1)[1], ("", set()))[1])
-               for identity in others if identity.startswith("unix-group:")}
-    described = ", ".join(f"{identity} (members: {', '.join(members[identity]) or 'none'})"
-                          if identity in members else identity for identity in identities) or "nobody"
-    message = evidence(f"{path} is setuid {owner}; polkit admin rule in {origin} names {described}")
-    assert identities and not others, message
+def test_polkit_answers_first(facts, profile, admin_user, evidence):
+    problems, notes = [], []
+    if facts.pkexec is not None:
+        mode, owner, path = facts.pkexec
+        if not int(mode, 8) & 0o4000:
+            notes.append(f"{path} is mode {mode}: not setuid")
+        elif profile == "sealed":
+            problems.append(f"{path} is setuid {owner} (mode {mode}): sealed needs the setuid bit removed")
+    order = polkit_order(facts.polkit_rules)
+    if not order:
+        notes.append("no polkit rules files: polkit is not installed")
+    else:
+        first = order[0]
+        text = facts.polkit_rules[first]
+        services = polkit_services(text)
+        expected = _POLKIT_TEMPLATE.render(ami_hardening_profile=profile, ami_hardening_admin_user=admin_user,
+                                           __ami_hardening_polkit_services=services or [])
+        if first != _POLKIT_FILE:
+            later = f", before {_POLKIT_FILE}" if _POLKIT_FILE in order else f"; {_POLKIT_FILE} is missing"
+            problems.append(f"polkit runs {first} first{later}: any rule there may answer YES (root without sudo)")
+        elif services is None or text.strip() != expected.strip():
+            problems.append(f"polkit runs {first} first, and it is not the file apply writes: its rules may "
+                            "answer YES (root without sudo)")
+        else:
+            logins = [user for user in services
+                      if user == "root" or facts.accounts.get(user, {}).get("shell") not in NO_LOGIN_SHELLS]
+            if logins:
+                problems.append(f"{first} lets {', '.join(logins)} reach later rules, yet they can log in")
+            identity = admin_user if profile == "marketplace" else "root"
+            notes.append(f"polkit runs {first} first: every account but root and {len(services)} that cannot "
+                         f"log in needs unix-user:{identity} to authenticate")
+    message = evidence("; ".join(problems + notes))
+    assert not problems, message
 
 
 @pytest.mark.control("SUDO-05")
@@ -136,9 +160,6 @@ def test_ssm_agent_disabled(facts, evidence):
     assert not problems, message
 
 
-# The sudo role's documented default is the one list of groups that are root by another name.
-_SUDO_DEFAULTS = PLAYBOOKS / "roles" / "ami_hardening_sudo" / "defaults" / "main.yml"
-ROOT_GROUPS = tuple(yaml.safe_load(_SUDO_DEFAULTS.read_text())["ami_hardening_sudo_root_groups"])
 
 
 @pytest.mark.control("SUDO-06")

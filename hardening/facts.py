@@ -10,6 +10,7 @@ files, as a new instance's cloud-init will read them (importing cloud-init on a 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -179,10 +180,14 @@ def merge_cloud_files(files: dict[str, str]) -> tuple[dict, dict[tuple[str, ...]
 
 @dataclass(frozen=True)
 class Initramfs:
-    """The initramfs of the kernel that boots, and its paths naming the ambiguity check."""
+    """The initramfs of the kernel that boots, and the paths of ami-hardening's scripts in it."""
 
     image: str | None
     matches: tuple[str, ...] = ()
+
+    def carrying(self, name: str) -> tuple[str, ...]:
+        """The paths in the initramfs that name the script `name`."""
+        return tuple(path for path in self.matches if name in path)
 
 
 @dataclass
@@ -440,19 +445,20 @@ class Facts:
         return [line[9:] for line in self.section("ssm").lines if line.startswith("@@FILE@@ ")]
 
 
-def polkit_admin_rule(rules: dict[str, str]) -> tuple[str, list[str]] | None:
-    """The admin rule polkit consults first: (file, identities it names), or None when no file adds one.
+def polkit_order(rules: dict[str, str]) -> list[str]:
+    """The rules files in the order polkit runs them: by file name, /etc's first where a name is in both
+    /etc/polkit-1/rules.d and /usr/share/polkit-1/rules.d (polkit runs both)."""
+    return sorted(rules, key=lambda path: (PurePosixPath(path).name, path))
 
-    polkit reads /etc/polkit-1/rules.d and /usr/share/polkit-1/rules.d in file-name order (a name
-    in /etc hides the same name in /usr/share) and uses the first admin rule that answers.
-    """
-    by_name: dict[str, str] = {}
-    for path in sorted(rules, key=lambda p: not p.startswith("/etc/")):
-        by_name.setdefault(PurePosixPath(path).name, path)
-    for name in sorted(by_name):
-        text = rules[by_name[name]]
-        if "addAdminRule" in text:
-            body = text.split("addAdminRule", 1)[1]
-            identities = re.findall(r"unix-(?:user|group|netgroup):[\w.@-]+", body.split("polkit.add", 1)[0])
-            return by_name[name], identities
-    return None
+
+def polkit_services(text: str) -> list[str] | None:
+    """The accounts the hardening's rules file passes to later rules (`var services = [...]`), or None
+    when the text has no such list."""
+    match = re.search(r"^\s*var services = (\[.*\]);$", text, re.MULTILINE)
+    if not match:
+        return None
+    try:
+        found = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return found if isinstance(found, list) and all(isinstance(name, str) for name in found) else None

@@ -131,28 +131,25 @@ grub_defaults() {
   grep -sHn '^[[:space:]]*GRUB_CMDLINE_LINUX' /etc/default/grub /etc/default/grub.d/*.cfg | sed 's/^/@@LINE@@ /'
   return 0
 }
-find_guard() {
-  # The guard's path in an initramfs: initramfs-tools sorts its archive, so scripts/ comes early and
-  # grep stops decompressing there; an early uncompressed (microcode) archive needs lsinitramfs.
+find_ours() {
+  # The paths of ami-hardening's scripts in an initramfs, each grep stopping at its first match:
+  # initramfs-tools sorts its archive, so scripts/ comes early; an early uncompressed (microcode)
+  # archive needs lsinitramfs.
   # shellcheck disable=SC2209  # the names of the commands to run, not their output
   case $(od -An -tx1 -N4 "$1" | tr -d ' ') in
     1f8b*) unpack=zcat ;; 28b52ffd) unpack='zstd -dcq' ;; fd377a58) unpack=xzcat ;; 02214c18) unpack=lz4cat ;;
     *) unpack= ;;
   esac
-  if [ -n "$unpack" ]; then
-    $unpack <"$1" 2>&- | grep -a -o -m 1 'scripts/[a-z-]*/ami-root-unique'
-  elif [ -n "$(command -v lsinitramfs)" ]; then
-    lsinitramfs "$1" | grep ami-root-unique
-  else
-    lsinitrd "$1" | grep ami-root-unique
-  fi
-}
-initramfs() {
-  for unpack in zcat 'zstd -dcq' xzcat lz4cat; do
-    [ -n "$(command -v "${unpack%% *}")" ] || continue
-    listing=$($unpack <"$1" 2>&- | cpio -t 2>&-) && { printf '%s\n' "$listing"; return 0; }
+  for name in ami-root-unique ami-no-shell; do
+    if [ -n "$unpack" ]; then
+      $unpack <"$1" 2>&- | grep -a -o -m 1 -E "(scripts/[a-z-]*/|etc/cmdline\.d/)$name(\.conf)?"
+    elif [ -n "$(command -v lsinitramfs)" ]; then
+      lsinitramfs "$1" | grep "$name"
+    else
+      lsinitrd "$1" | grep "$name"
+    fi
   done
-  if [ -n "$(command -v lsinitramfs)" ]; then lsinitramfs "$1"; else lsinitrd "$1"; fi
+  return 0
 }
 initramfs() {
   if [ "$OFFLINE" = 1 ]; then
@@ -164,7 +161,7 @@ initramfs() {
   for img in "/boot/initrd.img-$kver" "/boot/initramfs-$kver.img"; do
     [ -f "$img" ] || continue
     echo "@@IMAGE@@ $img"
-    find_guard "$img"
+    find_ours "$img"
     return 0
   done
   echo "@@IMAGE@@ none for kernel ${kver:-unknown}"

@@ -77,7 +77,7 @@ def check_markers(path: Path) -> set[str]:
 
 def test_catalog_entries_are_consistent():
     ids = [item.id for item in controls()]
-    assert len(ids) == len(set(ids)) == 26
+    assert len(ids) == len(set(ids)) == 27
     for item in controls():
         assert item.tag == item.id.lower().replace("-", "_")
         prefix = {"root-login": "ROOT", "sudo": "SUDO", "user-data": "USER", "label-boot": "LABEL"}[item.vector]

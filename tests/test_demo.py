@@ -45,7 +45,12 @@ def test_demo_evidence_before_proves_each_vector_open(demo):
     assert "ssh root@ with the injected key: uid 0 shell" in found["root-login"][1]
     assert "amiprobe: sudo -n gives root" in found["sudo"][1]
     assert "ec2-user: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    # The traps image's polkit rule answers YES to the adm group, the default user's.
+    for tool in ("systemd-run", "pkexec"):
+        assert f"ec2-user: {tool} through polkit gives root (expected: the marketplace admin)" in found["sudo"][1]
     assert "boot menu: GRUB command line opened without a superuser; `linux ... init=/bin/sh` gave a uid-0 shell" \
+        in found["root-login"][1]
+    assert "initramfs: root not found; it opened a shell on the serial console that answered as uid 0" \
         in found["root-login"][1]
     for channel in ("script", "boothook", "bootcmd", "runcmd", "write_files"):
         assert f"{channel} ran as root" in found["user-data"][1]
@@ -61,7 +66,10 @@ def test_demo_evidence_after_proves_each_vector_closed(demo):
     found = evidence(demo[1], "after")
     assert all(status == "CLOSED" for status, _ in found.values()), found
     assert "ec2-user: sudo -n gives root (expected: the marketplace admin)" in found["sudo"][1]
+    assert "ec2-user: systemd-run refused" in found["sudo"][1]
+    assert "ec2-user: pkexec refused" in found["sudo"][1]
     assert "boot menu: " in found["root-login"][1]
+    assert "initramfs: root not found; it rebooted instead of opening a shell" in found["root-login"][1]
     assert "refused to boot" in found["label-boot"][1]
     assert "no user-data channel ran" in found["user-data"][1]
     # The metadata service answered (the Ec2 datasource found it) and the attached volumes were ignored.

@@ -10,7 +10,8 @@ from hardening.facts import (
     merge_cloud_files,
     parse_sections,
     parse_sudo_list,
-    polkit_admin_rule,
+    polkit_order,
+    polkit_services,
     sshd_origin,
 )
 from hardening.kernel import root_argument
@@ -91,18 +92,28 @@ def test_cloud_config_from_gathered_files():
     assert Facts.from_output("", offline=True, admin_user=None).cloud_source is None
 
 
-def test_polkit_admin_rule_order_and_etc_precedence():
-    rules = {
-        "/usr/share/polkit-1/rules.d/50-default.rules":
-            'polkit.addAdminRule(function(action, subject) { return ["unix-group:sudo"]; });',
-        "/usr/share/polkit-1/rules.d/10-vendor.rules": "polkit.addRule(function() {});",
-        "/usr/share/polkit-1/rules.d/40-ami.rules":
-            'polkit.addAdminRule(function(action, subject) { return ["unix-group:wheel"]; });',
-        "/etc/polkit-1/rules.d/40-ami.rules":
-            'polkit.addAdminRule(function(action, subject) { return ["unix-user:admin"]; });',
-    }
-    assert polkit_admin_rule(rules) == ("/etc/polkit-1/rules.d/40-ami.rules", ["unix-user:admin"])
-    assert polkit_admin_rule({}) is None
+def test_polkit_runs_files_by_name_and_etc_first_for_a_name_in_both():
+    rules = dict.fromkeys([
+        "/usr/share/polkit-1/rules.d/50-default.rules",
+        "/usr/share/polkit-1/rules.d/10-vendor.rules",
+        "/usr/share/polkit-1/rules.d/40-ami.rules",
+        "/etc/polkit-1/rules.d/40-ami.rules",
+    ], "")
+    assert polkit_order(rules) == [
+        "/usr/share/polkit-1/rules.d/10-vendor.rules",
+        "/etc/polkit-1/rules.d/40-ami.rules",
+        "/usr/share/polkit-1/rules.d/40-ami.rules",
+        "/usr/share/polkit-1/rules.d/50-default.rules",
+    ]
+    assert polkit_order({}) == []
+
+
+def test_polkit_services_list():
+    assert polkit_services('    var services = ["_apt", "polkitd"];\n') == ["_apt", "polkitd"]
+    assert polkit_services("    var services = [];") == []
+    assert polkit_services('    var services = ["a", 1];') is None
+    assert polkit_services("    var services = [oops];") is None
+    assert polkit_services("polkit.addRule(function() {});") is None
 
 
 def test_boot_and_account_facts():

@@ -53,6 +53,8 @@ def test_a_copy_hardened_offline_holds_after_update_grub_and_a_new_initramfs(har
     verdicts = attack(updated, "--admin-user", ADMIN)
     assert_all_closed(verdicts)
     assert f"{ADMIN}: sudo -n gives root (expected: the marketplace admin)" in verdicts["sudo"]["evidence"]
+    # The new initramfs still carries ROOT-11's script: without a root disk driver it reboots.
+    assert "initramfs: root not found; it rebooted instead of opening a shell" in verdicts["root-login"]["evidence"]
 
 
 @needs_root
@@ -60,3 +62,6 @@ def test_sealed_leaves_nobody_with_sudo(hardened_image, no_orphan_qemu):
     verdicts = attack(hardened_image("traps", "sealed", offline=True), "--profile", "sealed", "--admin-user", ADMIN)
     assert_all_closed(verdicts)
     assert f"{ADMIN}: sudo -n refused" in verdicts["sudo"]["evidence"]
+    # The traps image's polkit rule answered YES to the admin's group; the hardening's rule runs first.
+    for tool in ("systemd-run", "pkexec"):
+        assert any(line.startswith(f"{ADMIN}: {tool} refused") for line in verdicts["sudo"]["evidence"])

@@ -18,7 +18,7 @@ import paramiko
 from hardening import ssh
 from hardening.attack import payloads
 from hardening.attack.bootmenu import default_entry, probe_boot_menu
-from hardening.attack.console import SerialConsole, try_root_shell
+from hardening.attack.console import SerialConsole, is_initramfs_root_shell, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.catalog import VECTORS, require_profile
 from hardening.disk import image_format
@@ -31,18 +31,25 @@ from hardening.target import Target
 OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
 ATTACKS = {
     "root-login": "SSH as root with the key pair and a user-data password; the serial console; the boot menu "
-                  "from power-on (command line and editor, init=/bin/sh)",
-    "sudo": "sudo -n as the default user and as an account user-data created",
+                  "from power-on (command line and editor, init=/bin/sh); the initramfs's shell when the root "
+                  "disk sits on a controller it has no driver for",
+    "sudo": "sudo -n as the default user and as an account user-data created; polkit as the default user "
+            "(systemd-run and pkexec without a password)",
     "user-data": "MIME battery: #! script, boothook, bootcmd, runcmd, write_files, users, chpasswd, ssh_pwauth; "
                  "volumes labelled config-2 and cidata attached at launch to pass for the datasource",
     "label-boot": "decoy volumes carrying the root's LABEL (before the disk) and LABEL+UUID (after it)",
 }
 OUTCOMES = {CLOSED: "pass", OPEN: "fail", INCONCLUSIVE: "error"}
 REFUSAL = re.compile(r"refus\w* to boot.*", re.IGNORECASE)
+INITRAMFS_PROMPT = "(initramfs)"
+PANIC_REBOOT = "Rebooting automatically due to panic= boot argument"
+INITRAMFS_SECONDS = 300
 
 GATHER = f"""
 echo '== uid'; id -u
 echo '== sudo'; sudo -n id -u 2>&1 | tail -1
+echo '== systemd-run'; timeout 60 systemd-run --no-ask-password --wait --pipe --quiet id -u 2>&1 </dev/null | tail -1
+echo '== pkexec'; timeout 60 pkexec --disable-internal-agent id -u 2>&1 </dev/null | tail -1
 echo '== markers'; for f in {payloads.MARKER_DIR}/*; do [ -e "$f" ] && echo "$(basename "$f") $(stat -c %U "$f")"; done
 echo '== probe-user'; getent passwd {payloads.PROBE_USER}
 echo '== cmdline'; cat /proc/cmdline
@@ -168,7 +175,8 @@ class Probe:
         self.public_key = Path(f"{lab_key()}.pub").read_text().strip()
 
     def run(self) -> AttackReport:
-        """Boot twice (hostile user-data with a same-label decoy; a same-UUID decoy) and judge."""
+        """Boot four times (hostile user-data with a same-label decoy; a same-UUID decoy; keys on the serial
+        console from power-on; the root disk on a controller the initramfs lacks) and judge."""
         with tempfile.TemporaryDirectory(prefix="ami-attack-", dir="/var/tmp") as tmp:
             work = Path(tmp)
             self.log("making decoy volumes from the image's root filesystem")
@@ -178,6 +186,7 @@ class Probe:
             root, sudo, user_data, label_first = self._hostile_boot(identity, same_label, work / "boot1")
             label_second = self._decoy_boot(identity, same_uuid, work / "boot2")
             self._boot_menu(root, grub_cfg, work / "boot3")
+            self._initramfs_shell(root, work / "boot4")
             self._keep_consoles(work)
         label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
         statuses = {label_first.status, label_second.status}
@@ -239,6 +248,37 @@ class Probe:
         elif not menu.known and root.status == CLOSED:
             root.status = INCONCLUSIVE
 
+    def _initramfs_shell(self, root: Verdict, work: Path) -> None:
+        """Boot 4: the root disk on a SATA controller, which the initramfs has no driver for, as on an
+        instance type the image was not built for; a shell on the serial console is OPEN."""
+        self.log("boot 4: the root disk on a controller the initramfs has no driver for; watching the serial console")
+        with boot_instance(self.image, allow_reboot=False, wait=False, workdir=work, user=self.admin_user,
+                           root_bus="ahci") as vm:
+            try:
+                console = SerialConsole(vm.serial_socket)
+            except OSError as error:
+                root.evidence.append(f"initramfs: serial console not reachable ({error})")
+                root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+                return
+            try:
+                screen = console.read_until((INITRAMFS_PROMPT, PANIC_REBOOT), INITRAMFS_SECONDS)
+                shell = INITRAMFS_PROMPT in screen and is_initramfs_root_shell(console)
+            finally:
+                console.close()
+            ended = vm.wait_for_exit(30) if PANIC_REBOOT in screen else False
+            last = vm.tail(3)
+        if shell:
+            root.status = OPEN
+            root.evidence.append("initramfs: root not found; it opened a shell on the serial console that answered "
+                                 "as uid 0")
+        elif PANIC_REBOOT in screen:
+            root.evidence.append("initramfs: root not found; it rebooted instead of opening a shell"
+                                 + ("" if ended else " (the instance had not stopped 30 s later)"))
+        else:
+            root.evidence.append(f"initramfs: no shell and no reboot within {INITRAMFS_SECONDS} s; console ends: "
+                                 f"{last!r}")
+            root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+
     def _decoy_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> Verdict:
         self.log("boot 2: decoy with the same label and UUID attached after the real disk")
         with boot_instance(self.image, allow_reboot=False, extra_disks=[Disk(decoy)], wait=False,
@@ -292,15 +332,21 @@ class Probe:
                 accounts[payloads.PROBE_USER] = rc == 0 and out.strip() == "0"
             except HardeningError as error:
                 evidence.append(f"{payloads.PROBE_USER} (created by user-data) could not log in: {error}")
-        for account, has_root in accounts.items():
-            expected = self.profile == "marketplace" and account == self.admin_user
-            if has_root and expected:
-                evidence.append(f"{account}: sudo -n gives root (expected: the marketplace admin)")
+        tries = {f"{account}: sudo -n": has_root for account, has_root in accounts.items()}
+        for tool in ("systemd-run", "pkexec"):
+            said = first_line(facts, tool)
+            tries[f"{vm.target.user}: {tool} through polkit"] = said == "0"
+            if said != "0":
+                evidence.append(f"{vm.target.user}: {tool} refused ({said or 'no output'})")
+        for attempt, has_root in tries.items():
+            account = attempt.split(":", 1)[0]
+            if has_root and self.profile == "marketplace" and account == self.admin_user:
+                evidence.append(f"{attempt} gives root (expected: the marketplace admin)")
             elif has_root:
                 open_ = True
-                evidence.append(f"{account}: sudo -n gives root")
-            else:
-                evidence.append(f"{account}: sudo -n refused")
+                evidence.append(f"{attempt} gives root")
+            elif attempt.endswith("sudo -n"):
+                evidence.append(f"{attempt} refused")
         if self.profile == "marketplace" and not accounts.get(self.admin_user):
             evidence.append(f"note: the admin {self.admin_user!r} has no sudo (Marketplace expects one admin)")
         return Verdict("sudo", OPEN if open_ else CLOSED, evidence)

@@ -22,7 +22,7 @@ def attack_command(
                                      help="table, json (a `vectors` list), junit, sarif or html"),
     output: Path = typer.Option(None, help="Write the report here instead of standard output."),
 ) -> None:
-    """Boot IMAGE three times as a new instance with hostile inputs and judge each vector.
+    """Boot IMAGE four times as a new instance with hostile inputs and judge each vector.
 
     Every boot is an EC2-like instance: DMI that says Amazon EC2 and an IMDSv2 metadata service that
     only it reaches. Boot 1 gets a user-data battery from the metadata service (a #! script, a
@@ -30,9 +30,11 @@ def attack_command(
     with sudo, chpasswd for root, ssh_pwauth, disable_root: false, as MIME multi-part), a decoy volume
     with the root's LABEL attached before the real disk, and volumes labelled config-2 (ConfigDrive,
     with files to write as root) and cidata (NoCloud) that try to pass for the datasource; it then
-    tries root over SSH (key and password), the serial console and sudo. Boot 2 attaches a decoy with
-    the same LABEL and UUID after the real disk. Boot 3 presses ESC on the serial console from
-    power-on and, where GRUB answers, tries its command line and editor with init=/bin/sh.
+    tries root over SSH (key and password), the serial console, sudo, and polkit (systemd-run and
+    pkexec). Boot 2 attaches a decoy with the same LABEL and UUID after the real disk. Boot 3 presses
+    ESC on the serial console from power-on and, where GRUB answers, tries its command line and
+    editor with init=/bin/sh. Boot 4 puts the root disk on a controller the initramfs has no driver
+    for and watches the serial console for the initramfs's shell.
 
     Exit 0 when every vector is CLOSED, 1 when any is OPEN or inconclusive, 2 on bad input.
 

@@ -43,6 +43,8 @@ packages=(
   openssh-server sudo cloud-init cloud-guest-utils python3 locales
   ifupdown isc-dhcp-client iproute2 netbase grub-pc e2fsprogs util-linux
 )
+# polkit and pkexec, as images with a management agent or a desktop stack carry them.
+if [ "$variant" = traps ]; then packages+=(polkitd pkexec); fi
 (IFS=,; mmdebstrap --variant=minbase --include="${packages[*]}" \
   --aptopt='APT::Install-Recommends "false"' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
@@ -126,6 +128,24 @@ EOF
   printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$admin" >"$root/etc/sudoers.d/90-cloud-init-users"
   printf 'deploy ALL=(ALL) NOPASSWD:ALL\n' >"$root/etc/sudoers.d/zz-deploy"
   chmod 0440 "$root/etc/sudoers.d/90-cloud-init-users" "$root/etc/sudoers.d/zz-deploy"
+  # polkit rules that answer yes for any action: root through systemd-run or pkexec without sudo.
+  # One sorts before every other and names the adm group (cloud-init's default user is in it); one
+  # sorts after most and names the admin.
+  mkdir -p "$root/etc/polkit-1/rules.d"
+  cat >"$root/etc/polkit-1/rules.d/00-adm.rules" <<'EOF'
+polkit.addRule(function(action, subject) {
+    if (subject.isInGroup("adm")) {
+        return polkit.Result.YES;
+    }
+});
+EOF
+  cat >"$root/etc/polkit-1/rules.d/60-operator.rules" <<EOF
+polkit.addRule(function(action, subject) {
+    if (subject.user == "$admin") {
+        return polkit.Result.YES;
+    }
+});
+EOF
   # A deploy account with a pre-seeded key, in the disk group (raw access to every volume).
   chroot "$root" useradd -m -s /bin/bash -G disk deploy
   mkdir -m 700 "$root/home/deploy/.ssh"

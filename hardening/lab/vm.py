@@ -28,6 +28,9 @@ from hardening.target import Target
 DEFAULT_USER = "admin"
 # Where an instance finds its metadata: a NoCloud seed disk, or the EC2 metadata service (IMDSv2).
 METADATA = ("nocloud", "imds")
+# Where the root disk sits: virtio, as on every lab boot, or a SATA (AHCI) controller, which the
+# cloud kernel's initramfs has no driver for (an instance type the image was not built for).
+ROOT_BUSES = ("virtio", "ahci")
 # The user network of an instance with IMDS holds 169.254.169.254; QEMU's DHCP gives the guest this address.
 IMDS_NETWORK, IMDS_GUEST = "169.254.0.0/16", "169.254.2.15"
 MAC = "52:54:00:12:34:56"
@@ -191,16 +194,21 @@ def make_imds(directory: Path, public_key: str, user_data: str | None, instance_
 
 def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, serial_socket: Path,
                  extra_disks: Sequence[Disk] = (), allow_reboot: bool = True, memory: int = 1024,
-                 platform: Platform = Platform()) -> list[str]:
+                 platform: Platform = Platform(), root_bus: str = "virtio") -> list[str]:
     """The QEMU command line of a lab instance: TCG, virtio, SSH on 127.0.0.1 only; its metadata from an
-    IDE seed disk, or (`platform`, from `make_imds`) from DMI and the metadata service."""
-    drives: list[str] = []
+    IDE seed disk, or (`platform`, from `make_imds`) from DMI and the metadata service. `root_bus` "ahci"
+    puts the root disk on a SATA controller instead (a storage driver the cloud kernel lacks)."""
+    if root_bus not in ROOT_BUSES:
+        raise HardeningError(f"unknown root disk bus {root_bus!r}; choose one of: {', '.join(ROOT_BUSES)}")
+    drives: list[str] = ["-device", "ahci,id=ahci0"] if root_bus == "ahci" else []
     ordered = [d for d in extra_disks if d.before] + [Disk(disk, fmt="qcow2")] + [
         d for d in extra_disks if not d.before]
     for index, item in enumerate(ordered):
-        boot = ",bootindex=0" if item.path == disk else ""
+        device = "virtio-blk-pci"
+        if item.path == disk:
+            device = "ide-hd,bus=ahci0.0,bootindex=0" if root_bus == "ahci" else "virtio-blk-pci,bootindex=0"
         drives += ["-drive", f"file={item.path},if=none,id=d{index},format={item.fmt},cache=unsafe",
-                   "-device", f"virtio-blk-pci,drive=d{index}{boot}"]
+                   "-device", f"{device},drive=d{index}"]
     command = [
         "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-smp", "2", "-m", str(memory),
         "-display", "none", "-monitor", "none", "-nodefaults", "-vga", "none",
@@ -231,12 +239,14 @@ def _stop(process: subprocess.Popen) -> None:
 def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequence[Disk] = (),
                   wait: bool = True, allow_reboot: bool = True, overlay: bool = True,
                   instance_id: str | None = None, workdir: Path | None = None,
-                  user: str = DEFAULT_USER, metadata: str = "imds") -> Iterator[Instance]:
+                  user: str = DEFAULT_USER, metadata: str = "imds",
+                  root_bus: str = "virtio") -> Iterator[Instance]:
     """Boot `image` as a new instance and yield it; QEMU is stopped on every way out.
 
     The image is booted through a copy-on-write overlay unless `overlay` is False. `user` is the
     image's default user, who receives the key pair. `metadata` is where cloud-init finds the
-    instance (see METADATA). With `wait`, the context is entered once SSH answers for that user.
+    instance (see METADATA); `root_bus` the root disk's controller (see ROOT_BUSES). With `wait`, the
+    context is entered once SSH answers for that user.
     """
     if metadata not in METADATA:
         raise HardeningError(f"unknown metadata source {metadata!r}; choose one of: {', '.join(METADATA)}")
@@ -260,7 +270,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
         console_log = work / "console.log"
         serial_socket = work / "serial.sock"
         command = qemu_command(disk, seed, port, console_log, serial_socket, extra_disks, allow_reboot,
-                               platform=platform)
+                               platform=platform, root_bus=root_bus)
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
         stack.callback(_stop, process)
