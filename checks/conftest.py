@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hardening.catalog import PROFILES
+from hardening.catalog import PROFILES, control
 from hardening.facts import Facts, gather_script
 
 
@@ -86,6 +86,15 @@ def facts(host, offline: bool, account: str | None, _facts_by_host: dict[str, Fa
             pytest.fail(f"gathering facts failed (exit {result.rc}): {result.stderr.strip()[:500]}")
         _facts_by_host[key] = Facts.from_output(result.stdout, offline, account)
     return _facts_by_host[key]
+
+
+@pytest.fixture(autouse=True)
+def _in_profile(request: pytest.FixtureRequest, profile: str) -> None:
+    """Skip a check whose controls the catalog leaves out of the profile being checked."""
+    ids = [marker.args[0] for marker in request.node.iter_markers("control")]
+    if ids and not any(profile in control(item).profiles for item in ids):
+        pytest.skip(f"not a control of the {profile} profile: the catalog gives "
+                    + "; ".join(f"{item} to {', '.join(control(item).profiles)}" for item in ids))
 
 
 @pytest.fixture

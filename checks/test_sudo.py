@@ -57,9 +57,7 @@ def test_only_admin_has_sudo(facts, profile, admin_user, offline, evidence):
 
 
 @pytest.mark.control("SUDO-02")
-def test_sudo_uses_pty_and_logfile(facts, profile, admin_user, evidence):
-    if profile == "sealed":
-        pytest.skip(evidence("sealed profile: no sudo, so no sudo policy to judge"))
+def test_sudo_uses_pty_and_logfile(facts, admin_user, evidence):
     user = admin_user if admin_user in facts.sudo and not facts.sudo[admin_user].error else "root"
     listing = facts.sudo.get(user)
     if listing is None or listing.error:

@@ -66,14 +66,16 @@ class ApplyResult:
                 f"unreachable={self.unreachable} skipped={self.skipped}{mode}{held}; log: {self.log_path}")
 
 
-def selection(skip: Iterable[str] = (), only: Iterable[str] = ()) -> tuple[list[str], dict[str, bool]]:
-    """Tags to run and switches to turn off for `skip`/`only` control ids; HardeningError for an unknown id.
+def selection(skip: Iterable[str] = (), only: Iterable[str] = (),
+              profile: str | None = None) -> tuple[list[str], dict[str, bool]]:
+    """Tags to run and switches to turn off for `skip`/`only` control ids and, given a `profile`, for the
+    controls the catalog leaves out of it; HardeningError for an unknown id.
 
     A skipped control is switched off through its variable rather than --skip-tags: tasks shared by
     several controls (reading grub.cfg, regenerating it) carry all their tags and must still run.
     """
     only = list(only)
-    chosen, off = select(only, skip)
+    chosen, off = select(only, skip, profile)
     tags = list(dict.fromkeys(item.tag for item in chosen)) if only else []
     return tags, {item.variable: False for item in off}
 
@@ -203,7 +205,7 @@ def _pending_only(checked: Target | Path | None, inventory: dict | Path, variabl
         progress(notes[0])
     if holding and not only:
         return ApplyResult(check=check, log_path=log_path, holding=holding)
-    tags, switched_off = selection(skip, only)
+    tags, switched_off = selection(skip, only, profile)
     result = _playbook(inventory, {**variables, **switched_off}, tags, check, diff, log_path, progress, strategy)
     result.holding = holding
     return result

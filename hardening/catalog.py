@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -11,7 +12,9 @@ import yaml
 
 from hardening.errors import HardeningError
 
-CATALOG_PATH = Path(__file__).with_name("catalog.yml")
+# $AMI_HARDEN_CATALOG names a catalog of one's own (for instance with a control moved between
+# profiles); the checks, run in the same process or a child, read the same one.
+CATALOG_PATH = Path(os.environ.get("AMI_HARDEN_CATALOG") or Path(__file__).with_name("catalog.yml"))
 
 
 @cache
@@ -58,15 +61,17 @@ def controls() -> tuple[Control, ...]:
     return tuple(Control(**{**entry, "profiles": tuple(entry["profiles"])}) for entry in _catalog()["controls"])
 
 
-def select(only: Iterable[str] = (), skip: Iterable[str] = ()) -> tuple[list[Control], list[Control]]:
-    """The controls `only` names (every one when it names none) less those `skip` names, and the rest;
-    HardeningError for an unknown id or one named by both."""
+def select(only: Iterable[str] = (), skip: Iterable[str] = (),
+           profile: str | None = None) -> tuple[list[Control], list[Control]]:
+    """The controls `only` names (every one when it names none) less those `skip` names and, given a
+    `profile`, those outside it; and the rest. HardeningError for an unknown id or one named by both."""
     named = [control(item) for item in only]
     skipped = [control(item) for item in skip]
     both = [item.id for item in named if item in skipped]
     if both:
         raise HardeningError(f"{', '.join(both)} named by both --only and --skip; name each control once")
-    chosen = [item for item in controls() if (not named or item in named) and item not in skipped]
+    chosen = [item for item in controls() if (not named or item in named) and item not in skipped
+              and (profile is None or profile in item.profiles)]
     return chosen, [item for item in controls() if item not in chosen]
 
 

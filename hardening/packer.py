@@ -182,7 +182,7 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
     if profile == "sealed" and not sealed_confirmed:
         raise HardeningError("the sealed profile leaves nobody with sudo and breaks AWS Marketplace policy; "
                              "confirm it (--confirm-sealed)")
-    _, switched_off = selection(skip)
+    _, switched_off = selection(skip, profile=profile)
     image_format(base)
     version = packer_version()
     _require_tools()

@@ -44,6 +44,13 @@ def test_skip_switches_a_control_off_and_only_selects_its_tags():
     assert control("ROOT-01").variable not in off and control("SUDO-01").variable not in off
 
 
+def test_a_profile_switches_off_the_controls_the_catalog_leaves_out_of_it():
+    tags, off = selection(profile="sealed")
+    assert tags == [] and off == {item.variable: False for item in controls() if "sealed" not in item.profiles}
+    assert off == {control("SUDO-02").variable: False}
+    assert selection(profile="marketplace") == ([], {})
+
+
 def test_preflight_refusal_is_shown_verbatim(tmp_path):
     message = "unsupported OS Fedora 40: ami-hardening supports Debian 12"
     data = json.dumps({"changed": False, "msg": message})
@@ -171,7 +178,8 @@ def test_reapply_on_the_new_instance_applies_root_04_alone(hardened):
     assert again.failed == 0
     assert sorted(again.holding) == sorted(c.id for c in controls() if c.id != "ROOT-04"), again.log_path
     assert lines[0] == f"ami-harden: checked first: {len(controls()) - 1} controls hold; to apply: ROOT-04"
-    assert changed_tasks(lines) == ["ami_hardening_root_login : Empty root's authorized keys files"], again.log_path
+    assert changed_tasks(lines) == ["ami_hardening_root_login : ROOT-04 | Empty root's authorized keys files"], \
+        again.log_path
 
 
 @pytest.mark.vm

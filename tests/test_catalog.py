@@ -150,3 +150,38 @@ def test_profiles_written_outside_python_are_the_catalogs():
 
 def test_every_control_names_a_catalog_vector():
     assert {item.vector for item in controls()} == set(VECTORS)
+
+
+def _named_tasks(tasks, inherited: tuple[str, ...], files: dict[str, list[tuple[str, ...]]]):
+    """(name, control ids its tags or its imports' tags give it) of every task, block and import."""
+    for task in tasks or []:
+        tags = task.get("tags", [])
+        own = tuple(item.id for item in controls() if item.tag in ([tags] if isinstance(tags, str) else tags))
+        ids = own or inherited
+        if task.get("name"):
+            yield task["name"], ids
+        for key in ("block", "rescue", "always"):
+            yield from _named_tasks(task.get(key), ids, files)
+        imported = task.get("ansible.builtin.import_tasks")
+        if imported:
+            files.setdefault(imported, []).append(ids)
+
+
+def test_every_task_of_a_control_names_it_first():
+    """ansible-lockdown's habit: "ROOT-01 | ..." and "LABEL-01, LABEL-03 | ...", so a failing task names its
+    control; tasks that serve no control in particular (offline set-up, imports of several) carry none."""
+    wrong = []
+    for role in OUR_ROLES[1:]:
+        tasks_dir = ROLES / role / "tasks"
+        files: dict[str, list[tuple[str, ...]]] = {}
+        named = list(_named_tasks(yaml.safe_load((tasks_dir / "main.yml").read_text()), (), files))
+        for name, lists in files.items():
+            inherited = tuple(dict.fromkeys(item for ids in lists for item in ids))
+            named += _named_tasks(yaml.safe_load((tasks_dir / name).read_text()), inherited, {})
+        for name, ids in named:
+            prefix, bar, _ = name.partition(" | ")
+            if ids and (not bar or prefix.split(", ") != list(ids)):
+                wrong.append(f"{role}: {name!r} should start {', '.join(ids)} | ")
+            elif not ids and bar:
+                wrong.append(f"{role}: {name!r} names controls its tags do not")
+    assert not wrong, "\n".join(wrong)

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import assert_one_line_error
 
+from hardening.catalog import CATALOG_PATH
 from hardening.disk import changed_image, overlay
 from hardening.lab.image import VARIANTS
 
@@ -24,9 +26,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an offline apply moun
 ADMIN = VARIANTS["traps"]
 
 
-def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hardening.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, env=env)
 
 
 def digest(path) -> str:
@@ -94,6 +96,35 @@ def test_check_mode_leaves_the_image_untouched(tmp_path, traps_image):
     assert "check mode: nothing changed" in result.stdout
     assert digest(image) == before
     assert not leftover_mounts()
+
+
+def test_a_controls_profiles_decide_what_check_judges_and_apply_applies(tmp_path, traps_image):
+    """ROOT-01 moved out of the sealed profile in a catalog of one's own ($AMI_HARDEN_CATALOG): `check`
+    skips it and `apply --check` leaves it out, where the shipped catalog judges it failing."""
+    catalog = yaml.safe_load(CATALOG_PATH.read_text())
+    for entry in catalog["controls"]:
+        if entry["id"] == "ROOT-01":
+            entry["profiles"] = ["marketplace"]
+    own = tmp_path / "catalog.yml"
+    own.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    env = {**os.environ, "AMI_HARDEN_CATALOG": str(own)}
+    image = overlay(traps_image, tmp_path / "copy.qcow2")
+    before = digest(image)
+
+    def root_01(environment: dict[str, str] | None) -> dict:
+        result = cli("check", str(image), "--profile", "sealed", "--only", "ROOT-01", "--format", "json",
+                     env=environment)
+        return json.loads(result.stdout)["results"][0]
+
+    assert root_01(None)["status"] == "fail"
+    skipped = root_01(env)
+    assert skipped["status"] == "skipped" and "not a control of the sealed profile" in skipped["evidence"]
+    result = cli("apply", str(image), "--profile", "sealed", "--confirm-sealed", "--admin-user", ADMIN, "--check",
+                 env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    to_apply = next(line for line in result.stdout.splitlines() if "checked first: " in line).split("to apply: ")[1]
+    assert "ROOT-01" not in to_apply.split() and "ROOT-02" in to_apply.split(), to_apply
+    assert digest(image) == before
 
 
 def test_an_admin_that_is_neither_an_account_nor_cloud_inits_default_user_is_refused(tmp_path, traps_image):
