@@ -121,8 +121,10 @@ def test_polkit_answers_first(facts, profile, admin_user, evidence):
         elif profile == "sealed":
             problems.append(f"{path} is setuid {owner} (mode {mode}): sealed needs the setuid bit removed")
     order = polkit_order(facts.polkit_rules)
-    if not order:
-        notes.append("no polkit rules files: polkit is not installed")
+    if facts.polkitd is None:
+        notes.append(f"polkit is not installed (no polkitd; {len(order)} rules files from other packages)")
+    elif not order:
+        notes.append(f"{facts.polkitd} reads no rules file: the actions' own defaults decide, root the only admin")
     else:
         first = order[0]
         text = facts.polkit_rules[first]

@@ -417,6 +417,18 @@ class Facts:
             return Initramfs(None, ())
         return Initramfs(image, tuple(line for line in section.lines if not line.startswith("@@")))
 
+    def initramfs_carries(self, script: str, held: str, missing: str) -> tuple[bool, str]:
+        """Whether the booting kernel's initramfs carries ami-hardening's `script`, and the evidence:
+        `held` or `missing` says what that means."""
+        image = self.initramfs.image
+        which = "the running kernel's" if self.cmdline is not None else "offline: the newest kernel's"
+        if image is None:
+            return False, f"no initramfs found ({which})"
+        paths = self.initramfs.carrying(script)
+        if paths:
+            return True, f"{image} ({which}) contains {', '.join(paths)}{held}"
+        return False, f"{image} ({which}) has no {script}{missing}"
+
     # --- sudo side doors ----------------------------------------------------------------------
     @cached_property
     def pkexec(self) -> tuple[str, str, str] | None:
@@ -426,6 +438,11 @@ class Facts:
             return None
         mode, owner, path = lines[0].split(" ", 2)
         return mode, owner, path
+
+    @cached_property
+    def polkitd(self) -> str | None:
+        """The path of polkit's daemon, or None when polkit is not installed."""
+        return next((line[11:] for line in self.section("polkit").lines if line.startswith("@@POLKITD@@ ")), None)
 
     @cached_property
     def polkit_rules(self) -> dict[str, str]:

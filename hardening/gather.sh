@@ -167,6 +167,12 @@ initramfs() {
   echo "@@IMAGE@@ none for kernel ${kver:-unknown}"
   return 1
 }
+polkit_state() {
+  for daemon in /usr/lib/polkit-1/polkitd /usr/libexec/polkitd /usr/libexec/polkit-1/polkitd; do
+    if [ -x "$daemon" ]; then echo "@@POLKITD@@ $daemon"; fi
+  done
+  files /etc/polkit-1/rules.d/*.rules /usr/share/polkit-1/rules.d/*.rules
+}
 pkexec_mode() {
   p=$(command -v pkexec)
   [ -n "$p" ] && stat -Lc '%a %U %n' "$p"
@@ -207,7 +213,7 @@ run grub-defaults grub_defaults
 run fstab cat /etc/fstab
 [ "$OFFLINE" = 1 ] || run findmnt findmnt -no SOURCE,UUID,PARTUUID,LABEL /
 run pkexec pkexec_mode
-run polkit files /etc/polkit-1/rules.d/*.rules /usr/share/polkit-1/rules.d/*.rules
+run polkit polkit_state
 run ssm ssm
 wait
 if [ -n "$TMPD" ]; then cat "$TMPD"/*; rm -rf "$TMPD"; fi

@@ -37,8 +37,6 @@ PACKER_ENV = {"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
 CHECK_COMMAND = shlex.join([sys.executable, "-m", "hardening.cli"])
 HISTORY_FILES = (".bash_history", ".zsh_history", ".sh_history", ".ash_history", ".history",
                  ".python_history")
-_CONTROL = re.compile(r"\b(?:ROOT|SUDO|USER|LABEL)-\d\d\b")
-_FAILED_ROW = re.compile(r"\b(?:FAIL|ERROR)\b")
 
 
 class BuildFailed(Exception):
@@ -157,11 +155,12 @@ def crashed_before_verdict(code: int, lines: Sequence[str]) -> bool:
             and not any("VERIFICATION FAILED" in line for line in lines))
 
 
-def failure_reason(lines: Sequence[str]) -> BuildFailed:
-    """Turn Packer's output into a BuildFailed naming the failing controls, or Packer's last error."""
-    failed = [line for line in lines if "VERIFICATION FAILED" in line]
-    if failed:
-        controls = sorted({c for line in lines if _FAILED_ROW.search(line) for c in _CONTROL.findall(line)})
+def failure_reason(lines: Sequence[str], report_dir: Path) -> BuildFailed:
+    """A BuildFailed naming the controls the verification's JSON reports (`report_dir`/verify-*.json)
+    give as failing, or Packer's last error when verification did not fail."""
+    controls = sorted({row["control"] for path in report_dir.glob("verify-*.json")
+                       for row in json.loads(path.read_text())["results"] if row["status"] in ("fail", "error")})
+    if controls or any("VERIFICATION FAILED" in line for line in lines):
         named = ", ".join(controls) if controls else "see the check output above"
         return BuildFailed(f"verification failed: {named}", controls)
     errors = [line.strip() for line in lines if "errored" in line or line.lstrip().startswith(("Error", "* "))]
@@ -212,7 +211,9 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             "skip_controls": [control(control_id).id for control_id in skip],
             "playbook_dir": str(PLAYBOOKS),
             "check_command": CHECK_COMMAND,
+            "report_dir": str(work / "reports"),
         }
+        (work / "reports").mkdir()
         # PYTHONPATH: the verification step runs this ami-harden, whatever else is installed.
         python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = os.environ | PACKER_ENV | ansible_strategy_env() | {
@@ -225,7 +226,7 @@ def build_local(base: Path, output_dir: Path, profile: str = "marketplace", admi
             (work / "crash.log").unlink(missing_ok=True)
             code, lines = run_bounded(command, work, env, timeout, log)
         if code != 0:
-            failed = BuildFailed(lines[-1]) if code == TIMED_OUT else failure_reason(lines)
+            failed = BuildFailed(lines[-1]) if code == TIMED_OUT else failure_reason(lines, work / "reports")
             if (work / "crash.log").exists():
                 kept = output_dir / f"{name}.packer-crash.log"
                 shutil.copyfile(work / "crash.log", kept)

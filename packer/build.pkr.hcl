@@ -41,6 +41,7 @@ build {
       "AMI_HARDEN_SKIP=${join(" ", var.skip_controls)}",
       "AMI_HARDEN_BUILD_KEY_FILE=${var.ssh_private_key_file}",
       "AMI_HARDEN_BUILD_KEY=${build.SSHPrivateKey}",
+      "AMI_HARDEN_REPORT_DIR=${var.report_dir}",
     ]
     script = "${path.root}/scripts/verify.sh"
   }

@@ -35,6 +35,12 @@ variable "skip_controls" {
   description = "Control ids (e.g. SUDO-05) the verification leaves out; switch each off in the hardening run too, through its variable (ami-harden controls)."
 }
 
+variable "report_dir" {
+  type        = string
+  default     = ""
+  description = "A directory on the build host where the verification writes its JSON reports (verify-PROFILE.json); empty writes none."
+}
+
 variable "playbook_dir" {
   type        = string
   default     = ""

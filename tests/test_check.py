@@ -21,8 +21,8 @@ from hardening.lab.image import VARIANTS
 
 XSD = Path(__file__).parent / "data" / "junit-jenkins.xsd"
 # What the vulnerable lab image (Debian's cloud defaults, root found by LABEL) fails and passes.
-LAB_FAILS = {"ROOT-01", "ROOT-02", "ROOT-06", "ROOT-08", "ROOT-09", "SUDO-02", "USER-01", "USER-02", "USER-03",
-             "USER-04", "USER-06", "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
+LAB_FAILS = {"ROOT-01", "ROOT-02", "ROOT-06", "ROOT-08", "ROOT-09", "ROOT-11", "SUDO-02", "USER-01", "USER-02",
+             "USER-03", "USER-04", "USER-06", "LABEL-01", "LABEL-02", "LABEL-03", "LABEL-04"}
 LAB_PASSES = {"ROOT-03", "ROOT-04", "ROOT-05", "ROOT-07", "ROOT-10", "SUDO-01", "SUDO-03", "SUDO-04",
               "SUDO-05", "SUDO-06", "USER-05"}
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="offline checks chroot into the image and need root")
@@ -96,7 +96,7 @@ def test_every_control_gets_a_verdict_and_evidence():
 
 @pytest.mark.vm
 @needs_root
-def test_offline_check_of_the_lab_image(lab_image):
+def test_offline_check_of_the_lab_image(lab_image, tmp_path):
     started = time.monotonic()
     result = check(str(lab_image), "--admin-user", "admin", "--format", "json")
     print(f"offline check of {lab_image}: {time.monotonic() - started:.1f} s")
@@ -113,6 +113,12 @@ def test_offline_check_of_the_lab_image(lab_image):
     assert sarif.returncode == 1, sarif.stderr
     results = valid_sarif(sarif.stdout)["runs"][0]["results"]
     assert {r["ruleId"]: r["kind"] for r in results} == {"ROOT-01": "fail", "SUDO-05": "pass"}
+
+    # --report: the JSON report beside the table, as the Packer build's verification writes it.
+    table = check(str(lab_image), "--admin-user", "admin", "--only", "ROOT-01", "--report", str(tmp_path / "r.json"))
+    assert table.returncode == 1 and "ROOT-01" in table.stdout and "FAIL" in table.stdout, table.stdout
+    assert [(r["control"], r["status"]) for r in json.loads((tmp_path / "r.json").read_text())["results"]] == [
+        ("ROOT-01", "fail")]
 
 
 @pytest.mark.vm

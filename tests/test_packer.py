@@ -12,8 +12,11 @@ import pytest
 
 from hardening import ami_template, packer
 from hardening.apply import PLAYBOOKS
+from hardening.catalog import control
+from hardening.check import CheckReport, ControlResult
 from hardening.errors import HardeningError
 from hardening.lab.vm import boot_instance
+from hardening.report import render
 from hardening.seed import seed_files
 
 POWEROFF_TRIGGER = "/dev/shm/ami-hardening-poweroff"  # local.poweroff_trigger in packer/locals.pkr.hcl
@@ -154,14 +157,21 @@ def test_unknown_profile_is_refused_by_the_template(staged, qemu_vars, tmp_path)
     assert "The profile must be" in result.stdout + result.stderr
 
 
-def test_verification_failure_names_the_failing_controls():
-    lines = ["    qemu.hardened: SUDO-01   PASS    sudo        effective sudo grants ...",
-             "    qemu.hardened: SUDO-03   FAIL    sudo        cloud-init writes no sudo rule ...",
-             "    qemu.hardened: LABEL-01  ERROR   label-boot  the kernel command line ...",
-             "==> qemu.hardened: ami-hardening: VERIFICATION FAILED (ami-harden check exit 1): ..."]
-    failed = packer.failure_reason(lines)
-    assert failed.controls == ["LABEL-01", "SUDO-03"]
-    assert failed.reason == "verification failed: LABEL-01, SUDO-03"
+def test_verification_failure_names_the_failing_controls_from_the_json_reports(tmp_path):
+    def report(name: str, verdicts: dict[str, str]) -> None:
+        results = tuple(ControlResult(control_id, control(control_id).vector, control(control_id).title, status, "")
+                        for control_id, status in verdicts.items())
+        checked = CheckReport("ssh://admin@127.0.0.1:2222", "sealed", "Debian 12", "2026-12-01T00:00:00Z", results)
+        (tmp_path / f"{name}.json").write_text(render(checked.document(), "json"))
+
+    report("verify-sealed", {"SUDO-03": "fail", "LABEL-01": "error", "ROOT-01": "pass", "SUDO-02": "skipped"})
+    report("verify-sudo-01", {"SUDO-01": "fail"})
+    lines = ["==> qemu.hardened: ami-hardening: VERIFICATION FAILED (ami-harden check exit 1): ..."]
+    failed = packer.failure_reason(lines, tmp_path)
+    assert failed.controls == ["LABEL-01", "SUDO-01", "SUDO-03"]
+    assert failed.reason == "verification failed: LABEL-01, SUDO-01, SUDO-03"
+    other = packer.failure_reason(["Build 'qemu.hardened' errored after 3 seconds: boom"], tmp_path / "none")
+    assert other.controls == [] and other.reason == "Build 'qemu.hardened' errored after 3 seconds: boom"
 
 
 def test_missing_base_image_is_one_clear_line(tmp_path):

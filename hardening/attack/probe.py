@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,20 +229,32 @@ class Probe:
             label = self._label(facts, identity, decoy_uuid="(a new one)", boot="boot 1 (same-label decoy)")
         return root, sudo, user_data, label
 
-    def _boot_menu(self, root: Verdict, grub_cfg: str, work: Path) -> None:
-        """Boot 3: keys on the serial console from power-on; fold the outcome into the root-login verdict."""
-        self.log("boot 3: pressing ESC on the serial console from power-on, then the boot menu's command line")
-        with boot_instance(self.image, allow_reboot=False, wait=False, workdir=work, user=self.admin_user) as vm:
+    @contextmanager
+    def _console_boot(self, root: Verdict, what: str, work: Path,
+                      root_bus: str = "virtio") -> Iterator[tuple[Instance, SerialConsole] | None]:
+        """Boot without waiting for SSH and connect to the serial console; None (and `root` noted as
+        inconclusive where it was CLOSED) when the console cannot be reached."""
+        with boot_instance(self.image, allow_reboot=False, wait=False, workdir=work, user=self.admin_user,
+                           root_bus=root_bus) as vm:
             try:
                 console = SerialConsole(vm.serial_socket)
             except OSError as error:
-                root.evidence.append(f"boot menu: serial console not reachable ({error})")
+                root.evidence.append(f"{what}: serial console not reachable ({error})")
                 root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+                yield None
                 return
             try:
-                menu = probe_boot_menu(console, default_entry(grub_cfg))
+                yield vm, console
             finally:
                 console.close()
+
+    def _boot_menu(self, root: Verdict, grub_cfg: str, work: Path) -> None:
+        """Boot 3: keys on the serial console from power-on; fold the outcome into the root-login verdict."""
+        self.log("boot 3: pressing ESC on the serial console from power-on, then the boot menu's command line")
+        with self._console_boot(root, "boot menu", work) as booted:
+            if booted is None:
+                return
+            menu = probe_boot_menu(booted[1], default_entry(grub_cfg))
         root.evidence += [f"boot menu: {line}" for line in menu.evidence]
         if menu.open_:
             root.status = OPEN
@@ -252,19 +265,12 @@ class Probe:
         """Boot 4: the root disk on a SATA controller, which the initramfs has no driver for, as on an
         instance type the image was not built for; a shell on the serial console is OPEN."""
         self.log("boot 4: the root disk on a controller the initramfs has no driver for; watching the serial console")
-        with boot_instance(self.image, allow_reboot=False, wait=False, workdir=work, user=self.admin_user,
-                           root_bus="ahci") as vm:
-            try:
-                console = SerialConsole(vm.serial_socket)
-            except OSError as error:
-                root.evidence.append(f"initramfs: serial console not reachable ({error})")
-                root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+        with self._console_boot(root, "initramfs", work, root_bus="ahci") as booted:
+            if booted is None:
                 return
-            try:
-                screen = console.read_until((INITRAMFS_PROMPT, PANIC_REBOOT), INITRAMFS_SECONDS)
-                shell = INITRAMFS_PROMPT in screen and is_initramfs_root_shell(console)
-            finally:
-                console.close()
+            vm, console = booted
+            screen = console.read_until((INITRAMFS_PROMPT, PANIC_REBOOT), INITRAMFS_SECONDS)
+            shell = INITRAMFS_PROMPT in screen and is_initramfs_root_shell(console)
             ended = vm.wait_for_exit(30) if PANIC_REBOOT in screen else False
             last = vm.tail(3)
         if shell:

@@ -23,6 +23,8 @@ def check_command(
     skip: list[str] = typer.Option(None, "--skip", help="Leave this control id out (repeatable)."),
     fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", help="table, json, junit, sarif or html."),
     output: Path = typer.Option(None, help="Write the report to this file instead of standard output."),
+    report: Path = typer.Option(None, help="Also write the report as JSON to this file, whatever --format "
+                                "prints (the Packer build's verification reads it)."),
 ) -> None:
     """Check TARGET against every control (or the --only ones, less the --skip ones) and report the evidence.
 
@@ -33,15 +35,17 @@ def check_command(
 
     Offline, as root: ami-harden check lab.qcow2 --admin-user admin --format json
     """
-    report = run_checks(resolve_target(target, key), profile.value, admin_user, only or None, skip or ())
-    text = render(report.document(), fmt.value)
+    checked = run_checks(resolve_target(target, key), profile.value, admin_user, only or None, skip or ())
+    text = render(checked.document(), fmt.value)
+    if report:
+        report.write_text(render(checked.document(), "json"))
     if output:
         output.write_text(text)
-        typer.echo(f"{output}: {len(report.results)} controls, failing: {', '.join(report.failing()) or 'none'}",
+        typer.echo(f"{output}: {len(checked.results)} controls, failing: {', '.join(checked.failing()) or 'none'}",
                    err=True)
     else:
         typer.echo(text, nl=False)
-    raise typer.Exit(0 if report.passed else 1)
+    raise typer.Exit(0 if checked.passed else 1)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,12 @@ if [ -z "$key" ]; then
     printf '%s\n' "$AMI_HARDEN_BUILD_KEY" >"$key"
 fi
 
+# check NAME ARGS...: with AMI_HARDEN_REPORT_DIR set, the JSON report also goes to NAME.json there,
+# which is what `ami-harden build` reads to name the failing controls.
 check() {
+    name=$1
+    shift
+    set -- "$@" ${AMI_HARDEN_REPORT_DIR:+--report "$AMI_HARDEN_REPORT_DIR/$name.json"}
     $AMI_HARDEN_CHECK check "$AMI_HARDEN_TARGET" --key "$key" --admin-user "$AMI_HARDEN_ADMIN_USER" "$@"
 }
 
@@ -28,13 +33,13 @@ if [ "$AMI_HARDEN_PROFILE" = sealed ]; then
     # Until the seal the admin keeps the one grant the build needs: SUDO-01 is judged as
     # marketplace here (only the admin), and the seal then removes that grant and fails
     # unless no account keeps one.
-    check --profile sealed $(skipping SUDO-01 $skip) || status=$?
+    check verify-sealed --profile sealed $(skipping SUDO-01 $skip) || status=$?
     case " $skip " in
         *" SUDO-01 "*) ;;
-        *) check --profile marketplace --only SUDO-01 || status=$? ;;
+        *) check verify-sudo-01 --profile marketplace --only SUDO-01 || status=$? ;;
     esac
 else
-    check --profile "$AMI_HARDEN_PROFILE" $(skipping $skip) || status=$?
+    check "verify-$AMI_HARDEN_PROFILE" --profile "$AMI_HARDEN_PROFILE" $(skipping $skip) || status=$?
 fi
 if [ "$status" -ne 0 ]; then
     echo "ami-hardening: VERIFICATION FAILED (ami-harden check exit $status): the controls marked FAIL above;" \
