@@ -11,14 +11,23 @@ from hardening.apply import PLAYBOOKS
 
 _CLOUD_INIT_BLOCK = "Please login as the user"
 # The root-login role's definitions are the checks' too: what a password-less getty looks like, and
-# what a locked, hidden boot menu is (the filter the role asserts grub.cfg with).
+# what a locked, hidden boot menu is (the filter the role asserts grub.cfg with), what guards emergency mode.
 _ROLE = PLAYBOOKS / "roles" / "ami_hardening_root_login"
 _VARS = yaml.safe_load((_ROLE / "vars" / "main.yml").read_text())
 _GETTY_SHELL = re.compile(_VARS["ami_hardening_root_login_getty_shell_regexp"])
 _GRUB_SUPERUSER = _VARS["ami_hardening_root_login_grub_superuser"]
-_spec = importlib.util.spec_from_file_location("ami_hardening_grub_menu", _ROLE / "filter_plugins" / "grub_menu.py")
-_grub_menu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_grub_menu)
+
+
+def _filters(name: str):
+    """One of the role's filter plugins, as a module."""
+    spec = importlib.util.spec_from_file_location(f"ami_hardening_{name}", _ROLE / "filter_plugins" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_grub_menu = _filters("grub_menu")
+_sulogin = _filters("sulogin")
 
 
 def _setting(facts, keyword: str, who: str = "") -> str:
@@ -143,8 +152,14 @@ def test_no_getty_without_login(facts, evidence):
     elif facts.debug_shell not in ("masked", "not-found") and not facts.debug_shell.startswith("Failed"):
         problems.append(f"debug-shell.service is {facts.debug_shell}, not masked: systemd.debug_shell on the "
                         f"kernel command line starts it (a root shell on tty9)")
+    units = facts.sulogin_units
+    if units is None:
+        problems.append("emergency and rescue mode's units were not gathered")
+    else:
+        problems += _sulogin.sulogin_problems(units, _VARS["ami_hardening_root_login_sulogin_units"])
     message = evidence("; ".join(problems) if problems else
                        f"none of {len(facts.getty_lines)} getty/console ExecStart lines logs in without a password; "
+                       f"emergency and rescue mode run sulogin with {_sulogin.FORCE} unset; "
                        f"debug-shell.service {facts.debug_shell}")
     assert not problems, message
 

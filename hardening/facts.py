@@ -362,6 +362,15 @@ class Facts:
         return next((line.split(" ", 1)[1] for line in lines if line.startswith("@@DEBUG_SHELL@@ ")), "unknown")
 
     @cached_property
+    def sulogin_units(self) -> dict[str, str] | None:
+        """Emergency and rescue mode's unit files and drop-ins, path -> text (a masked unit's empty); None
+        when they were not gathered."""
+        section = self.section("sulogin")
+        if section.rc == 127:
+            return None
+        return {path: "\n".join(lines) for path, lines in section.blocks("FILE").items()}
+
+    @cached_property
     def cmdline(self) -> str | None:
         """The running kernel's command line (None offline)."""
         section = self.sections.get("cmdline")

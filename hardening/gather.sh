@@ -100,6 +100,19 @@ gettys() {
   printf '@@DEBUG_SHELL@@ %s\n' "$(systemctl is-enabled debug-shell.service 2>&1 | tail -n 1)"
   return 0
 }
+sulogin_units() {
+  # Emergency and rescue mode's unit files and drop-ins in every unit directory; a mask as an empty file.
+  for d in /etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \
+    /lib/systemd/system; do
+    [ "$d" = /lib/systemd/system ] && [ -L /lib ] && continue
+    for f in "$d/emergency.service" "$d/rescue.service" "$d"/emergency.service.d/*.conf "$d"/rescue.service.d/*.conf \
+      "$d"/service.d/*.conf; do
+      if [ "$(readlink -f "$f")" = /dev/null ]; then printf '@@FILE@@ %s\n' "$f"
+      elif [ -f "$f" ]; then printf '@@FILE@@ %s\n' "$f" && cat "$f" && echo; fi
+    done
+  done
+  return 0
+}
 grub_cfg() {
   for f in /boot/grub/grub.cfg /boot/grub2/grub.cfg /boot/efi/EFI/*/grub.cfg; do
     [ -f "$f" ] || continue
@@ -206,6 +219,7 @@ run shadow shadow
 run sudoers-groups grep -sHnE '^[[:space:]]*%' /etc/sudoers /etc/sudoers.d/*
 run cloud-files files /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg /run/cloud-init/cloud.cfg
 run gettys gettys
+run sulogin sulogin_units
 [ "$OFFLINE" = 1 ] || run cmdline printf '%s\n' "$CMDLINE"
 run grub-cfg grub_cfg
 run bls bls

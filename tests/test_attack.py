@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from conftest import assert_one_line_error
 
 from hardening.attack.bootmenu import default_entry, with_shell
+from hardening.attack.emergency import emergency_boot
+from hardening.errors import HardeningError
+from hardening.lab.vm import qemu_command
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
@@ -85,3 +89,21 @@ def test_boot_menu_probe_types_the_default_entry_with_a_shell_as_init():
                           "init=/bin/sh", "initrd /boot/initrd.img-6.1.0-28-cloud-amd64", "boot"]
     assert not any("\t" in command for command in typed)
     assert default_entry("no menu here\n") == []
+
+
+def test_emergency_probe_boots_the_default_entry_into_emergency_mode_with_the_force_switch(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot" / "vmlinuz-6.1.0-28-cloud-amd64").write_bytes(b"kernel")
+    (tree / "boot" / "initrd.img-6.1.0-28-cloud-amd64").write_bytes(b"initrd")
+    root_filesystem = tmp_path / "root.ext4"
+    subprocess.run(["mkfs.ext4", "-q", "-d", str(tree), str(root_filesystem), "8M"], check=True)
+    boot = emergency_boot(root_filesystem, default_entry(DEBIAN_ENTRY), tmp_path)
+    assert boot.kernel.read_bytes() == b"kernel" and boot.initrd.read_bytes() == b"initrd"
+    assert boot.command_line == ("root=LABEL=cloudimg-rootfs ro console=ttyS0,115200 systemd.unit=emergency.target "
+                                 "systemd.setenv=SYSTEMD_SULOGIN_FORCE=1")
+    command = qemu_command(tmp_path / "disk.qcow2", None, 2222, tmp_path / "log", tmp_path / "sock", kernel=boot)
+    assert command[command.index("-append") + 1] == boot.command_line
+    assert not any("bootindex" in word for word in command)  # QEMU's kernel loader boots first
+    with pytest.raises(HardeningError, match="loads no kernel"):
+        emergency_boot(root_filesystem, [], tmp_path)

@@ -52,6 +52,8 @@ def test_demo_evidence_before_proves_each_vector_open(demo):
         in found["root-login"][1]
     assert "initramfs: root not found; it opened a shell on the serial console that answered as uid 0" \
         in found["root-login"][1]
+    # The traps image's drop-in sets sulogin's force switch; the probe's command line sets it as well.
+    assert "a uid-0 shell on the serial console without a password" in found["root-login"][1]
     for channel in ("script", "boothook", "bootcmd", "runcmd", "write_files"):
         assert f"{channel} ran as root" in found["user-data"][1]
     # The traps image lists ConfigDrive first: the buyer's volume passes for the datasource.
@@ -70,6 +72,8 @@ def test_demo_evidence_after_proves_each_vector_closed(demo):
     assert "ec2-user: pkexec refused" in found["sudo"][1]
     assert "boot menu: " in found["root-login"][1]
     assert "initramfs: root not found; it rebooted instead of opening a shell" in found["root-login"][1]
+    assert "emergency mode (systemd.unit=emergency.target systemd.setenv=SYSTEMD_SULOGIN_FORCE=1): sulogin refused" \
+        in found["root-login"][1]
     assert "refused to boot" in found["label-boot"][1]
     assert "no user-data channel ran" in found["user-data"][1]
     # The metadata service answered (the Ec2 datasource found it) and the attached volumes were ignored.

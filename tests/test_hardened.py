@@ -55,6 +55,8 @@ def test_a_copy_hardened_offline_holds_after_update_grub_and_a_new_initramfs(har
     assert f"{ADMIN}: sudo -n gives root (expected: the marketplace admin)" in verdicts["sudo"]["evidence"]
     # The new initramfs still carries ROOT-11's script: without a root disk driver it reboots.
     assert "initramfs: root not found; it rebooted instead of opening a shell" in verdicts["root-login"]["evidence"]
+    assert any(line.startswith("emergency mode (") and ": sulogin refused" in line
+               for line in verdicts["root-login"]["evidence"])
 
 
 @needs_root

@@ -1,9 +1,11 @@
 """Role logic that runs here for real: the initramfs guard script against a fake blkid, the preflight
-OS matrix, the cloud-init module filter, and the RHEL/Amazon Linux branch of the label-boot role in
-check mode (real ansible-playbook runs on localhost, with facts set per host)."""
+OS matrix, the cloud-init module filter, the judgement of emergency and rescue mode, and the
+RHEL/Amazon Linux branch of the label-boot role in check mode (real ansible-playbook runs on
+localhost, with facts set per host)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -243,3 +245,44 @@ def test_label_boot_bls_branch_in_check_mode(tmp_path):
     assert "Install the guard as a dracut module" in output
     assert module_dir.exists() == existed
     assert grub_cfg.read_text().startswith("search --no-floppy")
+
+
+# --- ROOT-06: emergency and rescue mode ------------------------------------------------------------
+
+def sulogin_filters():
+    spec = importlib.util.spec_from_file_location("sulogin", ROLES / "ami_hardening_root_login" / "filter_plugins"
+                                                  / "sulogin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VENDOR = {f"/usr/lib/systemd/system/{mode}.service":
+          f"[Service]\nExecStart=-/lib/systemd/systemd-sulogin-shell {mode}\n" for mode in ("emergency", "rescue")}
+UNITS = ["emergency.service", "rescue.service"]
+UNSET = "[Service]\nUnsetEnvironment=SYSTEMD_SULOGIN_FORCE\n"
+
+
+def test_sulogin_role_moves_aside_what_changes_the_units_and_judges_what_it_leaves():
+    sulogin = sulogin_filters()
+    files = {**VENDOR,
+             "/etc/systemd/system/emergency.service.d/sulogin.conf": "[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=1\n",
+             "/etc/systemd/system/rescue.service": "[Service]\nExecStart=-/bin/sh\n",
+             "/etc/systemd/system/rescue.service.d/zz-unset.conf": "[Service]\nUnsetEnvironment=\n",
+             "/etc/systemd/system/rescue.service.d/memory.conf": "[Service]\nEnvironment=LANG=C\n",
+             "/usr/lib/systemd/system/service.d/10-timeout.conf": "[Service]\nTimeoutStartSec=90\n"}
+    assert sulogin.overrides(files, UNITS, "ami-hardening.conf") == [
+        "/etc/systemd/system/emergency.service.d/sulogin.conf", "/etc/systemd/system/rescue.service",
+        "/etc/systemd/system/rescue.service.d/zz-unset.conf"]
+    assert sulogin.problems_after(files, UNITS, "ami-hardening.conf", UNSET) == []
+    assert len(sulogin.sulogin_problems(files, UNITS)) == 3
+    # A drop-in for every service is not the role's to move: what it leaves open fails the role.
+    files["/run/systemd/system/service.d/zz-reset.conf"] = "[Service]\nUnsetEnvironment=\n"
+    assert sulogin.problems_after(files, UNITS, "ami-hardening.conf", UNSET) == [
+        f"{unit} does not unset SYSTEMD_SULOGIN_FORCE: with it (also from systemd.setenv= on the kernel command line) "
+        "sulogin opens a root shell without a password" for unit in UNITS]
+    # A masked unit starts nothing; a same-named drop-in in /etc hides the packaged one.
+    masked = {**VENDOR, "/etc/systemd/system/emergency.service": "",
+              "/usr/lib/systemd/system/rescue.service.d/x.conf": "[Service]\nExecStart=\nExecStart=/bin/bash\n",
+              "/etc/systemd/system/rescue.service.d/x.conf": UNSET}
+    assert sulogin.sulogin_problems(masked, UNITS) == []

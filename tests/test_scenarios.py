@@ -8,7 +8,8 @@ control's check must reach on it, with a substring of the evidence it must recor
     admin     the admin account (default "admin"; null for none); admin_user is None under sealed
     offline   judged from a mounted image root (default false)
     as_image  a live host judged as its image must be, as apply checks first (default false)
-    sections  section name -> its output lines; a section left out was not gathered (exit 127)
+    sections  section name -> its output lines, where a line may also be a list of lines (a YAML alias of
+              lines shared by several cases); a section left out was not gathered (exit 127)
     rc        section name -> exit code, for the sections that did not exit 0 (optional)
     evidence  a substring of the last evidence the check records
 """
@@ -53,10 +54,15 @@ def checks_by_control() -> dict[str, list]:
     return found
 
 
-def gathered_output(sections: dict[str, list[str]], rc: dict[str, int]) -> str:
+def lines_of(section: list) -> list[str]:
+    """A section's lines, with the lists among them (aliases of shared lines) spliced in."""
+    return [line for item in section for line in (item if isinstance(item, list) else [item])]
+
+
+def gathered_output(sections: dict[str, list], rc: dict[str, int]) -> str:
     """The sections as the gather script's run() prints them: output, a newline, then the exit code."""
-    return "".join(f"@@AMI@@ {name}\n" + "".join(f"{line}\n" for line in lines) + f"\n@@RC@@ {rc.get(name, 0)}\n"
-                   for name, lines in sections.items())
+    return "".join(f"@@AMI@@ {name}\n" + "".join(f"{line}\n" for line in lines_of(lines))
+                   + f"\n@@RC@@ {rc.get(name, 0)}\n" for name, lines in sections.items())
 
 
 def verdict(check, case: dict) -> tuple[str, str]:
@@ -144,7 +150,8 @@ def test_scenario_cases_are_well_formed():
                     problems.append(f"{where}: admin must be an account name or null")
                 sections = case.get("sections") or {}
                 problems += [f"{where}: section {name} is not a list of lines" for name, lines in sections.items()
-                             if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines)]
+                             if not isinstance(lines, list)
+                             or not all(isinstance(line, str) for line in lines_of(lines))]
                 problems += [f"{where}: rc names {name}, which is not among its sections"
                              for name in case.get("rc") or {} if name not in sections]
     assert not problems, "; ".join(problems)

@@ -21,11 +21,12 @@ from hardening.attack import payloads
 from hardening.attack.bootmenu import default_entry, probe_boot_menu
 from hardening.attack.console import SerialConsole, is_initramfs_root_shell, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
+from hardening.attack.emergency import emergency_boot, probe_emergency
 from hardening.catalog import VECTORS, require_profile
 from hardening.disk import image_format
 from hardening.errors import HardeningError
 from hardening.kernel import root_argument
-from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, boot_instance, lab_key, require_qemu
+from hardening.lab.vm import BOOT_TIMEOUT, Disk, Instance, KernelBoot, boot_instance, lab_key, require_qemu
 from hardening.report import Document
 from hardening.target import Target
 
@@ -33,7 +34,8 @@ OPEN, CLOSED, INCONCLUSIVE = "OPEN", "CLOSED", "INCONCLUSIVE"
 ATTACKS = {
     "root-login": "SSH as root with the key pair and a user-data password; the serial console; the boot menu "
                   "from power-on (command line and editor, init=/bin/sh); the initramfs's shell when the root "
-                  "disk sits on a controller it has no driver for",
+                  "disk sits on a controller it has no driver for; emergency mode with sulogin's force switch "
+                  "(SYSTEMD_SULOGIN_FORCE=1)",
     "sudo": "sudo -n as the default user and as an account user-data created; polkit as the default user "
             "(systemd-run and pkexec without a password)",
     "user-data": "MIME battery: #! script, boothook, bootcmd, runcmd, write_files, users, chpasswd, ssh_pwauth; "
@@ -176,18 +178,21 @@ class Probe:
         self.public_key = Path(f"{lab_key()}.pub").read_text().strip()
 
     def run(self) -> AttackReport:
-        """Boot four times (hostile user-data with a same-label decoy; a same-UUID decoy; keys on the serial
-        console from power-on; the root disk on a controller the initramfs lacks) and judge."""
+        """Boot five times (hostile user-data with a same-label decoy; a same-UUID decoy; keys on the serial
+        console from power-on; the root disk on a controller the initramfs lacks; the image's kernel into
+        emergency mode with sulogin's force switch) and judge."""
         with tempfile.TemporaryDirectory(prefix="ami-attack-", dir="/var/tmp") as tmp:
             work = Path(tmp)
             self.log("making decoy volumes from the image's root filesystem")
             identity, same_label, same_uuid = make_decoys(self.image, work)
             # Read before any boot: an instance that mounts the decoy leaves it with an unreplayed journal.
             grub_cfg = _grub_cfg(same_uuid)
+            emergency = _emergency_boot(same_uuid, grub_cfg, work)
             root, sudo, user_data, label_first = self._hostile_boot(identity, same_label, work / "boot1")
             label_second = self._decoy_boot(identity, same_uuid, work / "boot2")
             self._boot_menu(root, grub_cfg, work / "boot3")
             self._initramfs_shell(root, work / "boot4")
+            self._emergency(root, emergency, work / "boot5")
             self._keep_consoles(work)
         label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
         statuses = {label_first.status, label_second.status}
@@ -199,7 +204,7 @@ class Probe:
         if self.console_dir is None:
             return
         self.console_dir.mkdir(parents=True, exist_ok=True)
-        for boot in ("boot1", "boot2", "boot3"):
+        for boot in ("boot1", "boot2", "boot3", "boot4", "boot5"):
             if (work / boot / "console.log").exists():
                 shutil.copyfile(work / boot / "console.log", self.console_dir / f"{boot}-console.log")
 
@@ -230,12 +235,12 @@ class Probe:
         return root, sudo, user_data, label
 
     @contextmanager
-    def _console_boot(self, root: Verdict, what: str, work: Path,
-                      root_bus: str = "virtio") -> Iterator[tuple[Instance, SerialConsole] | None]:
+    def _console_boot(self, root: Verdict, what: str, work: Path, root_bus: str = "virtio",
+                      kernel: KernelBoot | None = None) -> Iterator[tuple[Instance, SerialConsole] | None]:
         """Boot without waiting for SSH and connect to the serial console; None (and `root` noted as
         inconclusive where it was CLOSED) when the console cannot be reached."""
         with boot_instance(self.image, allow_reboot=False, wait=False, workdir=work, user=self.admin_user,
-                           root_bus=root_bus) as vm:
+                           root_bus=root_bus, kernel=kernel) as vm:
             try:
                 console = SerialConsole(vm.serial_socket)
             except OSError as error:
@@ -284,6 +289,26 @@ class Probe:
             root.evidence.append(f"initramfs: no shell and no reboot within {INITRAMFS_SECONDS} s; console ends: "
                                  f"{last!r}")
             root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+
+    def _emergency(self, root: Verdict, boot: KernelBoot | str, work: Path) -> None:
+        """Boot 5: QEMU starts the image's kernel into emergency mode with SYSTEMD_SULOGIN_FORCE=1 on its
+        command line, standing in for any boot that fails into emergency mode with the switch set
+        anywhere; a shell on the serial console is OPEN."""
+        if isinstance(boot, str):
+            root.evidence.append(f"emergency mode: not tried ({boot})")
+            root.status = INCONCLUSIVE if root.status == CLOSED else root.status
+            return
+        self.log("boot 5: the image's kernel into emergency mode with SYSTEMD_SULOGIN_FORCE=1; watching the "
+                 "serial console")
+        with self._console_boot(root, "emergency mode", work, kernel=boot) as booted:
+            if booted is None:
+                return
+            verdict = probe_emergency(booted[1])
+        root.evidence += verdict.evidence
+        if verdict.open_:
+            root.status = OPEN
+        elif not verdict.known and root.status == CLOSED:
+            root.status = INCONCLUSIVE
 
     def _decoy_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> Verdict:
         self.log("boot 2: decoy with the same label and UUID attached after the real disk")
@@ -409,6 +434,14 @@ def _grub_cfg(root_filesystem: Path) -> str:
     result = subprocess.run(["debugfs", "-R", "cat /boot/grub/grub.cfg", str(root_filesystem)],
                             capture_output=True, text=True, check=False)
     return result.stdout if result.returncode == 0 else ""
+
+
+def _emergency_boot(root_filesystem: Path, grub_cfg: str, work: Path) -> KernelBoot | str:
+    """The emergency-mode boot of the image's default entry, or why there is none."""
+    try:
+        return emergency_boot(root_filesystem, default_entry(grub_cfg), work)
+    except HardeningError as error:
+        return str(error)
 
 
 def attack(image: Path, profile: str = "marketplace", admin_user: str = "admin",

@@ -158,6 +158,10 @@ EOF
     >"$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
   printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash %%I $TERM\n' \
     >"$root/etc/systemd/system/getty@tty1.service.d/override.conf"
+  # sulogin's force switch for emergency mode, as advised for images whose root password is locked: a
+  # boot that fails then opens a root shell on the serial console without a password.
+  mkdir -p "$root/etc/systemd/system/emergency.service.d"
+  printf '[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=1\n' >"$root/etc/systemd/system/emergency.service.d/sulogin.conf"
 fi
 
 for m in dev dev/pts proc sys; do mount --bind "/$m" "$root/$m"; done

@@ -171,6 +171,16 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class KernelBoot:
+    """A kernel, initrd and command line QEMU loads itself instead of the disk's boot loader: the
+    command line a buyer would type into an unlocked boot menu."""
+
+    kernel: Path
+    initrd: Path
+    command_line: str
+
+
+@dataclass(frozen=True)
 class Platform:
     """What an instance's QEMU presents besides its disks: machine options (DMI) and user-network options."""
 
@@ -194,10 +204,12 @@ def make_imds(directory: Path, public_key: str, user_data: str | None, instance_
 
 def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, serial_socket: Path,
                  extra_disks: Sequence[Disk] = (), allow_reboot: bool = True, memory: int = 1024,
-                 platform: Platform = Platform(), root_bus: str = "virtio") -> list[str]:
+                 platform: Platform = Platform(), root_bus: str = "virtio",
+                 kernel: KernelBoot | None = None) -> list[str]:
     """The QEMU command line of a lab instance: TCG, virtio, SSH on 127.0.0.1 only; its metadata from an
     IDE seed disk, or (`platform`, from `make_imds`) from DMI and the metadata service. `root_bus` "ahci"
-    puts the root disk on a SATA controller instead (a storage driver the cloud kernel lacks)."""
+    puts the root disk on a SATA controller instead (a storage driver the cloud kernel lacks); `kernel`
+    boots that kernel and command line instead of the disk's boot loader."""
     if root_bus not in ROOT_BUSES:
         raise HardeningError(f"unknown root disk bus {root_bus!r}; choose one of: {', '.join(ROOT_BUSES)}")
     drives: list[str] = ["-device", "ahci,id=ahci0"] if root_bus == "ahci" else []
@@ -206,7 +218,9 @@ def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, se
     for index, item in enumerate(ordered):
         device = "virtio-blk-pci"
         if item.path == disk:
-            device = "ide-hd,bus=ahci0.0,bootindex=0" if root_bus == "ahci" else "virtio-blk-pci,bootindex=0"
+            device = "ide-hd,bus=ahci0.0" if root_bus == "ahci" else "virtio-blk-pci"
+            # QEMU's own kernel loader holds boot index 0 when it boots `kernel`.
+            device += "" if kernel else ",bootindex=0"
         drives += ["-drive", f"file={item.path},if=none,id=d{index},format={item.fmt},cache=unsafe",
                    "-device", f"{device},drive=d{index}"]
     command = [
@@ -220,6 +234,8 @@ def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, se
         "-netdev", ",".join(["user,id=n0,restrict=on", *platform.network, f"hostfwd=tcp:127.0.0.1:{port}-:22"]),
         "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
     ]
+    if kernel is not None:
+        command += ["-kernel", str(kernel.kernel), "-initrd", str(kernel.initrd), "-append", kernel.command_line]
     if not allow_reboot:
         command.append("-no-reboot")
     return command
@@ -240,12 +256,13 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
                   wait: bool = True, allow_reboot: bool = True, overlay: bool = True,
                   instance_id: str | None = None, workdir: Path | None = None,
                   user: str = DEFAULT_USER, metadata: str = "imds",
-                  root_bus: str = "virtio") -> Iterator[Instance]:
+                  root_bus: str = "virtio", kernel: KernelBoot | None = None) -> Iterator[Instance]:
     """Boot `image` as a new instance and yield it; QEMU is stopped on every way out.
 
     The image is booted through a copy-on-write overlay unless `overlay` is False. `user` is the
     image's default user, who receives the key pair. `metadata` is where cloud-init finds the
-    instance (see METADATA); `root_bus` the root disk's controller (see ROOT_BUSES). With `wait`, the
+    instance (see METADATA); `root_bus` the root disk's controller (see ROOT_BUSES); `kernel` what
+    QEMU boots instead of the disk's boot loader (see KernelBoot). With `wait`, the
     context is entered once SSH answers for that user.
     """
     if metadata not in METADATA:
@@ -270,7 +287,7 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
         console_log = work / "console.log"
         serial_socket = work / "serial.sock"
         command = qemu_command(disk, seed, port, console_log, serial_socket, extra_disks, allow_reboot,
-                               platform=platform, root_bus=root_bus)
+                               platform=platform, root_bus=root_bus, kernel=kernel)
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
         stack.callback(_stop, process)
