@@ -107,3 +107,5 @@ def test_emergency_probe_boots_the_default_entry_into_emergency_mode_with_the_fo
     assert not any("bootindex" in word for word in command)  # QEMU's kernel loader boots first
     with pytest.raises(HardeningError, match="loads no kernel"):
         emergency_boot(root_filesystem, [], tmp_path)
+    with pytest.raises(HardeningError, match="/boot/other is not on the image's root filesystem"):
+        emergency_boot(root_filesystem, ["linux /boot/other root=UUID=1", "initrd /boot/initrd"], tmp_path)

@@ -35,14 +35,12 @@ class EmergencyVerdict:
 
 
 def _dump(root_filesystem: Path, path: str, dest: Path) -> Path:
-    """Copy `path` out of an ext4 filesystem image, following symbolic links; /boot on the root filesystem."""
-    for candidate in (path, f"/boot{path}"):
-        result = subprocess.run(["debugfs", "-R", f"dump -p {candidate} {dest}", str(root_filesystem)],
-                                capture_output=True, text=True, check=False)
-        if dest.exists() and dest.stat().st_size and "File not found" not in result.stderr:
-            return dest
-        dest.unlink(missing_ok=True)
-    raise HardeningError(f"emergency probe: {path} is not on the image's root filesystem")
+    """Copy `path` out of an ext4 filesystem image."""
+    dest.unlink(missing_ok=True)
+    subprocess.run(["debugfs", "-R", f"dump {path} {dest}", str(root_filesystem)], capture_output=True, check=False)
+    if not dest.exists() or not dest.stat().st_size:
+        raise HardeningError(f"emergency probe: {path} is not on the image's root filesystem")
+    return dest
 
 
 def emergency_boot(root_filesystem: Path, commands: list[str], work: Path) -> KernelBoot:

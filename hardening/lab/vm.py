@@ -172,8 +172,8 @@ class Instance:
 
 @dataclass(frozen=True)
 class KernelBoot:
-    """A kernel, initrd and command line QEMU loads itself instead of the disk's boot loader: the
-    command line a buyer would type into an unlocked boot menu."""
+    """A kernel, initrd and command line QEMU loads itself instead of the disk's boot loader (the
+    probe's boot into emergency mode)."""
 
     kernel: Path
     initrd: Path
