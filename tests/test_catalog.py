@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 
@@ -185,3 +186,16 @@ def test_every_task_of_a_control_names_it_first():
             elif not ids and bar:
                 wrong.append(f"{role}: {name!r} names controls its tags do not")
     assert not wrong, "\n".join(wrong)
+
+
+def test_each_switch_defaults_on_in_the_profiles_of_its_control():
+    """A playbook run without `ami-harden` (which turns switches off per profile) follows the catalog too."""
+    defaults = {}
+    for role in OUR_ROLES:
+        defaults.update(yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {})
+    for item in controls():
+        for profile in PROFILES:
+            value = defaults[item.variable]
+            if isinstance(value, str):
+                value = jinja2.Environment().from_string(value).render(ami_hardening_profile=profile) == "True"
+            assert value is (profile in item.profiles), (item.id, profile)
