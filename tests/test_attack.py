@@ -10,6 +10,7 @@ from conftest import assert_one_line_error
 
 from hardening.attack.bootmenu import default_entry, with_shell
 from hardening.attack.emergency import emergency_boot
+from hardening.attack.probe import CLOSED, INCONCLUSIVE, OPEN, Finding, Verdict
 from hardening.errors import HardeningError
 from hardening.lab.vm import qemu_command
 
@@ -109,3 +110,16 @@ def test_emergency_probe_boots_the_default_entry_into_emergency_mode_with_the_fo
         emergency_boot(root_filesystem, [], tmp_path)
     with pytest.raises(HardeningError, match="/boot/other is not on the image's root filesystem"):
         emergency_boot(root_filesystem, ["linux /boot/other root=UUID=1", "initrd /boot/initrd"], tmp_path)
+
+
+def test_console_boots_fold_into_the_root_login_verdict_in_boot_order():
+    """Boots 3 to 5 run beside boots 1 and 2 and are folded in afterwards: OPEN wins whatever came
+    first; a boot that cannot tell leaves a CLOSED verdict INCONCLUSIVE, never an OPEN one CLOSED."""
+    root = Verdict("root-login", CLOSED, ["ssh: refused"])
+    for finding in (Finding(["menu: locked"]), Finding(["initramfs: silent"], known=False), Finding(["sulogin"])):
+        finding.fold_into(root)
+    assert (root.status, root.evidence) == (INCONCLUSIVE, ["ssh: refused", "menu: locked", "initramfs: silent",
+                                                           "sulogin"])
+    Finding(["emergency: uid 0"], open_=True).fold_into(root)
+    Finding(["later: silent"], known=False).fold_into(root)
+    assert root.status == OPEN

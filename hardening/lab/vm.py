@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -67,9 +68,24 @@ def make_seed(directory: Path, public_key: str, user_data: str | None, instance_
     return iso(directory / "seed.iso", "cidata", files)
 
 
+# Resolved once here: what runs between fork and exec must not load a library while another thread may.
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+# Every QEMU process this Python process runs, so that `stop_all` can end boots running in other threads.
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
 def _die_with_parent() -> None:
-    """Ask the kernel to kill qemu when the Python process that started it dies."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    """Ask the kernel to kill qemu when the thread that started it ends (and so when Python dies)."""
+    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def stop_all() -> None:
+    """Stop every instance this process runs (the boots of other threads then end at their next wait)."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        _stop(process)
 
 
 @dataclass
@@ -242,6 +258,8 @@ def qemu_command(disk: Path, seed: Path | None, port: int, console_log: Path, se
 
 
 def _stop(process: subprocess.Popen) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.discard(process)
     if process.poll() is None:
         process.terminate()
         try:
@@ -290,6 +308,8 @@ def boot_instance(image: Path, user_data: str | None = None, extra_disks: Sequen
                                platform=platform, root_bus=root_bus, kernel=kernel)
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=(work / "qemu.err").open("w"), preexec_fn=_die_with_parent)
+        with _RUNNING_LOCK:
+            _RUNNING.add(process)
         stack.callback(_stop, process)
         instance = Instance(process, Target("127.0.0.1", port, user, key), console_log, serial_socket)
         stack.callback(instance.close_ssh)
