@@ -92,7 +92,24 @@ def inventory_for(target: Target | str | Path) -> dict | Path:
     path = Path(target)
     if not path.is_file():
         raise HardeningError(f"inventory {path} does not exist (TARGET is ssh://USER@HOST:PORT, local, or a file)")
+    if not inventory_hosts(path):
+        raise HardeningError(f"inventory {path} names no host")
     return path
+
+
+def inventory_hosts(path: Path) -> list[str]:
+    """The hosts the inventory file `path` names, as Ansible reads it; HardeningError when it does not parse
+    (ansible-playbook would warn, run nothing and succeed)."""
+    require_ansible()
+    result = subprocess.run(["ansible-inventory", "-i", str(path), "--list"], capture_output=True, text=True,
+                            env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_NOCOLOR": "1"},
+                            timeout=120, check=False)
+    if result.returncode != 0:
+        lines = [line.removeprefix("[WARNING]:").strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("Failed to parse")), lines[-1] if lines else "")
+        raise HardeningError(f"inventory {path} does not parse ({reason or 'ansible-inventory failed'})")
+    groups = json.loads(result.stdout)
+    return sorted({host for name, group in groups.items() if name != "_meta" for host in group.get("hosts", [])})
 
 
 def ansible_strategy_env() -> dict[str, str]:

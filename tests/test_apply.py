@@ -93,6 +93,16 @@ def test_missing_key_and_bad_target_are_refused(tmp_path):
     assert_one_line_error(cli("ssh://admin@@x:y"), "is not of the form ssh://USER@HOST:PORT")
 
 
+def test_an_inventory_that_does_not_parse_names_no_host_or_cannot_be_reached_is_refused(tmp_path):
+    broken, empty, unreachable = tmp_path / "broken.yml", tmp_path / "empty.yml", tmp_path / "web.yml"
+    broken.write_text("all: [hosts\n")
+    empty.write_text("all:\n  hosts: {}\n")
+    unreachable.write_text(f"all:\n  hosts:\n    web1: {{ansible_host: 127.0.0.1, ansible_port: {free_port()}}}\n")
+    assert_one_line_error(cli(str(broken)), f"inventory {broken} does not parse (Failed to parse inventory with")
+    assert_one_line_error(cli(str(empty)), f"inventory {empty} names no host")
+    assert_one_line_error(cli(str(unreachable)), "web1: unreachable during 'Gathering Facts': ")
+
+
 def run_ok(vm, command: str) -> str:
     rc, out, err = vm.run(command, timeout=300)
     assert rc == 0, out + err
@@ -104,6 +114,21 @@ def test_wrong_key_is_refused(lab_instance, tmp_path):
     key = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     assert_one_line_error(cli(lab_instance.target.url, "--key", str(key)), "SSH login refused for 'admin'")
+
+
+@pytest.mark.vm
+def test_an_admin_without_sudo_is_refused_before_any_change(lab_instance):
+    """An account that logs in with the key pair but has no sudo: refused at the check that comes first."""
+    run_ok(lab_instance, "sudo useradd -m -s /bin/bash nosudo && sudo install -d -o nosudo -m 700 ~nosudo/.ssh && "
+                         "sudo install -o nosudo -m 600 ~/.ssh/authorized_keys ~nosudo/.ssh/authorized_keys")
+    try:
+        before = run_ok(lab_instance, "sudo find /etc -newer /etc/hostname -type f | sort")
+        target = lab_instance.target.url.replace(f"//{lab_instance.target.user}@", "//nosudo@")
+        assert_one_line_error(cli(target, "--key", str(lab_instance.target.key), "--admin-user", "nosudo"),
+                              "nosudo cannot use sudo")
+        assert run_ok(lab_instance, "sudo find /etc -newer /etc/hostname -type f | sort") == before
+    finally:
+        run_ok(lab_instance, "sudo userdel -r nosudo")
 
 
 @pytest.mark.vm

@@ -137,6 +137,39 @@ def test_an_admin_that_is_neither_an_account_nor_cloud_inits_default_user_is_ref
     assert not leftover_mounts()
 
 
+def tree_digest(directory: Path) -> str:
+    """One hash of every file's path, mode and content (a link's target) under `directory`."""
+    total = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        total.update(f"{path.relative_to(directory)} {path.lstat().st_mode:o}".encode())
+        if path.is_symlink():
+            total.update(os.readlink(path).encode())
+        elif path.is_file():
+            total.update(path.read_bytes())
+    return total.hexdigest()
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"etc/ssh/sshd_config.d/zz-broken.conf": "NoSuchOption yes\n"},
+     "sshd's configuration on the target fails its own test (sshd -t: "),
+    ({"etc/sudoers.d/zz-broken": "this is not sudoers\n"},
+     "the sudo policy on the target fails its own test (visudo -c: "),
+    ({"usr/lib/os-release": 'PRETTY_NAME="Debian GNU/Linux 10 (buster)"\nNAME="Debian GNU/Linux"\nVERSION_ID="10"\n'
+                            'VERSION="10 (buster)"\nVERSION_CODENAME=buster\nID=debian\n',
+      "etc/debian_version": "10.13\n"}, "unsupported OS Debian 10"),
+], ids=["broken-sshd", "broken-sudoers", "debian-10"])
+def test_a_root_the_roles_cannot_harden_is_refused_before_any_change(tmp_path, traps_image, files, expected):
+    """A mounted root is changed in place: the refusal must come before the first change."""
+    with changed_image(overlay(traps_image, tmp_path / "copy.qcow2")) as mounted:
+        mounted.keep = False
+        for path, text in files.items():
+            (mounted.root / path).write_text(text)
+        before = tree_digest(mounted.root / "etc"), tree_digest(mounted.root / "boot")
+        assert_one_line_error(cli("apply", str(mounted.root), "--admin-user", ADMIN), expected)
+        assert (tree_digest(mounted.root / "etc"), tree_digest(mounted.root / "boot")) == before
+    assert not leftover_mounts()
+
+
 def test_what_is_not_a_system_image_is_refused_untouched(tmp_path):
     blank = tmp_path / "blank.raw"
     blank.write_bytes(b"\0" * (4 * 1024 * 1024))
