@@ -9,8 +9,9 @@ import pytest
 from conftest import assert_one_line_error
 
 from hardening.attack.bootmenu import default_entry, with_shell
+from hardening.attack.console import Finding
 from hardening.attack.emergency import emergency_boot
-from hardening.attack.probe import CLOSED, INCONCLUSIVE, OPEN, Finding, Verdict
+from hardening.attack.probe import CLOSED, INCONCLUSIVE, OPEN, Verdict, fold
 from hardening.errors import HardeningError
 from hardening.lab.vm import qemu_command
 
@@ -116,10 +117,11 @@ def test_console_boots_fold_into_the_root_login_verdict_in_boot_order():
     """Boots 3 to 5 run beside boots 1 and 2 and are folded in afterwards: OPEN wins whatever came
     first; a boot that cannot tell leaves a CLOSED verdict INCONCLUSIVE, never an OPEN one CLOSED."""
     root = Verdict("root-login", CLOSED, ["ssh: refused"])
-    for finding in (Finding(["menu: locked"]), Finding(["initramfs: silent"], known=False), Finding(["sulogin"])):
-        finding.fold_into(root)
+    for finding in (Finding(False, True, ["menu: locked"]), Finding(False, False, ["initramfs: silent"]),
+                    Finding(False, True, ["sulogin"])):
+        fold(finding, root)
     assert (root.status, root.evidence) == (INCONCLUSIVE, ["ssh: refused", "menu: locked", "initramfs: silent",
                                                            "sulogin"])
-    Finding(["emergency: uid 0"], open_=True).fold_into(root)
-    Finding(["later: silent"], known=False).fold_into(root)
+    fold(Finding(True, True, ["emergency: uid 0"]), root)
+    fold(Finding(False, False, ["later: silent"]), root)
     assert root.status == OPEN

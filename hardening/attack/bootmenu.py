@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 
-from hardening.attack.console import SerialConsole, is_root_shell
+from hardening.attack.console import Finding, SerialConsole, is_root_shell
 
 # What GRUB shows: its menu, its command line, and the superuser prompt of a locked menu.
 MENU = ("GNU GRUB", "Use the", "automatically in", "Press enter to boot")
@@ -22,15 +21,6 @@ ESCAPE = "\x1b"
 # The kernel argument that starts a root shell instead of init.
 SHELL_ARGUMENT = "init=/bin/sh"
 _ENTRY_COMMANDS = re.compile(r"^\s*(set root=|(insmod|search|linux|linux16|linuxefi|initrd|initrd16|initrdefi)\b)")
-
-
-@dataclass
-class MenuVerdict:
-    """Whether the boot menu gave root (`open_`), whether the probe could tell (`known`), and what it saw."""
-
-    open_: bool
-    known: bool
-    evidence: list[str] = field(default_factory=list)
 
 
 def default_entry(grub_cfg: str) -> list[str]:
@@ -77,7 +67,7 @@ def _screen_after(console: SerialConsole, keys: str, patterns: tuple[str, ...], 
 
 
 def probe_boot_menu(console: SerialConsole, commands: list[str], reach_seconds: float = 90.0,
-                    shell_seconds: float = 120.0) -> MenuVerdict:
+                    shell_seconds: float = 120.0) -> Finding:
     """Press ESC from power-on until GRUB answers or a kernel starts; then try the command line (`c`) and
     the editor (`e`). OPEN on a uid-0 shell; a superuser prompt or no menu at all is no way in."""
     screen, started = "", time.monotonic()
@@ -89,12 +79,12 @@ def probe_boot_menu(console: SerialConsole, commands: list[str], reach_seconds: 
         if LOCKED in screen or COMMAND_LINE in screen or any(text in screen for text in MENU):
             break
         if any(text in screen for text in STARTED):
-            return MenuVerdict(False, True, ["no boot menu answered ESC before the kernel started"])
+            return Finding(False, True, ["no boot menu answered ESC before the kernel started"])
         # A menu drawn before the probe connected and stopped by its ESC stays silent: ask it.
         if time.monotonic() - quiet_since > QUIET_SECONDS:
             break
     else:
-        return MenuVerdict(False, False, [f"neither a boot menu nor a kernel showed within {reach_seconds:.0f} s"])
+        return Finding(False, False, [f"neither a boot menu nor a kernel showed within {reach_seconds:.0f} s"])
 
     evidence, answered = [], False
     for key, what in (("c", "command line"), ("e", "editor")):
@@ -108,21 +98,21 @@ def probe_boot_menu(console: SerialConsole, commands: list[str], reach_seconds: 
         elif what == "command line" and COMMAND_LINE in shown:
             return _boot_a_shell(console, commands, shell_seconds, evidence)
         elif what == "editor" and any(text in shown for text in EDITOR):
-            return MenuVerdict(True, True, [*evidence, "menu editor (e): opened without a superuser; the kernel "
+            return Finding(True, True, [*evidence, "menu editor (e): opened without a superuser; the kernel "
                                                        "command line is editable"])
         else:
             answered = answered or bool(shown.strip())
             evidence.append(f"menu {what} ({key}): no prompt and no superuser question "
                             f"({' '.join(shown.split())[-60:]!r})")
             _screen_after(console, ESCAPE, MENU, 5)
-    return MenuVerdict(False, answered, evidence)
+    return Finding(False, answered, evidence)
 
 
-def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, evidence: list[str]) -> MenuVerdict:
+def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, evidence: list[str]) -> Finding:
     """At an open GRUB command line, boot the default entry's kernel with a shell as init."""
     argument = SHELL_ARGUMENT
     if not commands:
-        return MenuVerdict(True, True, [*evidence, "the GRUB command line opened without a superuser (the image's "
+        return Finding(True, True, [*evidence, "the GRUB command line opened without a superuser (the image's "
                                                    "grub.cfg has no entry to boot with a shell)"])
     for command in with_shell(commands, argument):
         _type(console, command + "\r")
@@ -132,8 +122,8 @@ def _boot_a_shell(console: SerialConsole, commands: list[str], seconds: float, e
             console.read_until((COMMAND_LINE,), LOAD_SECONDS)
     output = console.read_until(("# ", "$ "), seconds)
     if is_root_shell(console):
-        return MenuVerdict(True, True, [*evidence, f"GRUB command line opened without a superuser; "
+        return Finding(True, True, [*evidence, f"GRUB command line opened without a superuser; "
                                                    f"`linux ... {argument}` gave a uid-0 shell"])
-    return MenuVerdict(True, True, [*evidence, f"GRUB command line opened without a superuser (it reads any file); "
+    return Finding(True, True, [*evidence, f"GRUB command line opened without a superuser (it reads any file); "
                                                f"`{argument}` gave no shell within {seconds:.0f} s "
                                                f"(console: {' '.join(output.split())[-80:]!r})"])

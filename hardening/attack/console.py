@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class Finding:
+    """What a boot on the serial console found: whether it gave root (`open_`), whether the probe could
+    tell (`known`), and what it saw."""
+
+    open_: bool
+    known: bool
+    evidence: list[str] = field(default_factory=list)
 
 
 class SerialConsole:

@@ -10,10 +10,9 @@ the variable (or asks for a password whatever it says) keeps the shell closed.""
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from hardening.attack.console import SerialConsole, is_root_shell
+from hardening.attack.console import Finding, SerialConsole, is_root_shell
 from hardening.errors import HardeningError
 from hardening.lab.vm import KernelBoot
 
@@ -22,16 +21,6 @@ ARGUMENTS = ("systemd.unit=emergency.target", "systemd.setenv=SYSTEMD_SULOGIN_FO
 # a shell; and what shows once the boot has gone on past emergency mode.
 SCREENS = ("Press Enter", "root password", "# ", "login:")
 SECONDS = 300.0
-
-
-@dataclass
-class EmergencyVerdict:
-    """Whether emergency mode gave a root shell (`open_`), whether the probe could tell (`known`), and what
-    the console showed."""
-
-    open_: bool
-    known: bool
-    evidence: list[str] = field(default_factory=list)
 
 
 def _dump(root_filesystem: Path, path: str, dest: Path) -> Path:
@@ -55,19 +44,19 @@ def emergency_boot(root_filesystem: Path, commands: list[str], work: Path) -> Ke
                       _dump(root_filesystem, initrd[1], work / "initrd.img"), " ".join(arguments))
 
 
-def probe_emergency(console: SerialConsole, seconds: float = SECONDS) -> EmergencyVerdict:
+def probe_emergency(console: SerialConsole, seconds: float = SECONDS) -> Finding:
     """Wait for emergency mode on the console, press Enter as its prompt asks, and ask for uid 0."""
     screen = console.read_until(SCREENS, seconds)
     shown = " ".join(line.strip() for line in screen.splitlines()[-4:] if line.strip())[-160:]
     if not any(text in screen for text in SCREENS):
-        return EmergencyVerdict(False, False, [f"emergency mode: no prompt within {seconds:.0f} s "
+        return Finding(False, False, [f"emergency mode: no prompt within {seconds:.0f} s "
                                                f"(console: {shown!r})"])
     console.send("\r")
     screen += console.read_until(SCREENS, 10)
     if is_root_shell(console):
-        return EmergencyVerdict(True, True, [f"emergency mode ({' '.join(ARGUMENTS)}): a uid-0 shell on the "
+        return Finding(True, True, [f"emergency mode ({' '.join(ARGUMENTS)}): a uid-0 shell on the "
                                              f"serial console without a password"])
     refused = "root account is locked" in screen or "root password" in screen
     what = "sulogin refused" if refused else "no shell"
-    return EmergencyVerdict(False, True, [f"emergency mode ({' '.join(ARGUMENTS)}): {what} "
+    return Finding(False, True, [f"emergency mode ({' '.join(ARGUMENTS)}): {what} "
                                           f"(console: {shown!r})"])

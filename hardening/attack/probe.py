@@ -20,7 +20,7 @@ import paramiko
 from hardening import ssh
 from hardening.attack import payloads
 from hardening.attack.bootmenu import default_entry, probe_boot_menu
-from hardening.attack.console import SerialConsole, is_initramfs_root_shell, try_root_shell
+from hardening.attack.console import Finding, SerialConsole, is_initramfs_root_shell, try_root_shell
 from hardening.attack.decoy import DECOY_MARKER, RootIdentity, make_decoys
 from hardening.attack.emergency import emergency_boot, probe_emergency
 from hardening.catalog import VECTORS, require_profile
@@ -76,23 +76,14 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Finding:
-    """What a boot on the serial console found about the root-login vector: evidence, whether it gave
-    root, and whether it could tell."""
-
-    evidence: list[str]
-    open_: bool = False
-    known: bool = True
-
-    def fold_into(self, root: Verdict) -> None:
-        """Add this finding to the root-login verdict: OPEN wins; a finding that cannot tell makes a
-        CLOSED verdict INCONCLUSIVE."""
-        root.evidence += self.evidence
-        if self.open_:
-            root.status = OPEN
-        elif not self.known and root.status == CLOSED:
-            root.status = INCONCLUSIVE
+def fold(finding: Finding, root: Verdict) -> None:
+    """Add a serial-console boot's finding to the root-login verdict: OPEN wins; a finding that cannot
+    tell makes a CLOSED verdict INCONCLUSIVE."""
+    root.evidence += finding.evidence
+    if finding.open_:
+        root.status = OPEN
+    elif not finding.known and root.status == CLOSED:
+        root.status = INCONCLUSIVE
 
 
 @dataclass
@@ -227,7 +218,7 @@ class Probe:
             self._keep_consoles(work)
         (root, sudo, user_data, label_first), label_second, *findings = results
         for finding in findings:
-            finding.fold_into(root)
+            fold(finding, root)
         label = Verdict("label-boot", CLOSED, label_first.evidence + label_second.evidence)
         statuses = {label_first.status, label_second.status}
         label.status = OPEN if OPEN in statuses else INCONCLUSIVE if INCONCLUSIVE in statuses else CLOSED
@@ -278,7 +269,7 @@ class Probe:
             try:
                 console = SerialConsole(vm.serial_socket)
             except OSError as error:
-                yield Finding([f"{what}: serial console not reachable ({error})"], known=False)
+                yield Finding(False, False, [f"{what}: serial console not reachable ({error})"])
                 return
             try:
                 yield vm, console
@@ -292,7 +283,7 @@ class Probe:
             if isinstance(booted, Finding):
                 return booted
             menu = probe_boot_menu(booted[1], default_entry(grub_cfg))
-        return Finding([f"boot menu: {line}" for line in menu.evidence], menu.open_, menu.known)
+        return Finding(menu.open_, menu.known, [f"boot menu: {line}" for line in menu.evidence])
 
     def _initramfs_shell(self, work: Path) -> Finding:
         """Boot 4: the root disk on a SATA controller, which the initramfs has no driver for, as on an
@@ -307,27 +298,26 @@ class Probe:
             ended = vm.wait_for_exit(30) if PANIC_REBOOT in screen else False
             last = vm.tail(3)
         if shell:
-            return Finding(["initramfs: root not found; it opened a shell on the serial console that answered "
-                            "as uid 0"], open_=True)
+            return Finding(True, True, ["initramfs: root not found; it opened a shell on the serial console that "
+                                        "answered as uid 0"])
         if PANIC_REBOOT in screen:
-            return Finding(["initramfs: root not found; it rebooted instead of opening a shell"
-                            + ("" if ended else " (the instance had not stopped 30 s later)")])
-        return Finding([f"initramfs: no shell and no reboot within {INITRAMFS_SECONDS} s; console ends: {last!r}"],
-                       known=False)
+            return Finding(False, True, ["initramfs: root not found; it rebooted instead of opening a shell"
+                                         + ("" if ended else " (the instance had not stopped 30 s later)")])
+        return Finding(False, False, [f"initramfs: no shell and no reboot within {INITRAMFS_SECONDS} s; console "
+                                      f"ends: {last!r}"])
 
     def _emergency(self, boot: KernelBoot | str, work: Path) -> Finding:
         """Boot 5: QEMU starts the image's kernel into emergency mode with SYSTEMD_SULOGIN_FORCE=1 on its
         command line, standing in for any boot that fails into emergency mode with the switch set
         anywhere; a shell on the serial console is OPEN."""
         if isinstance(boot, str):
-            return Finding([f"emergency mode: not tried ({boot})"], known=False)
+            return Finding(False, False, [f"emergency mode: not tried ({boot})"])
         self.log("boot 5: the image's kernel into emergency mode with SYSTEMD_SULOGIN_FORCE=1; watching the "
                  "serial console")
         with self._console_boot("emergency mode", work, kernel=boot) as booted:
             if isinstance(booted, Finding):
                 return booted
-            verdict = probe_emergency(booted[1])
-        return Finding(verdict.evidence, verdict.open_, verdict.known)
+            return probe_emergency(booted[1])
 
     def _decoy_boot(self, identity: RootIdentity, decoy: Path, work: Path) -> Verdict:
         self.log("boot 2: decoy with the same label and UUID attached after the real disk")
