@@ -142,12 +142,30 @@ def _run(args: list[str], label: str, profile: str, os_name: str, wanted: list[c
     checked_at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     options = ["-c", os.devnull, "-p", "no:cacheprovider", "-p", "no:terminal", "--assert=plain",
                "--import-mode=importlib", f"--rootdir={CHECKS_DIR}", f"--profile={profile}"]
-    code = pytest.main([str(CHECKS_DIR), *options, *args, *["--as-image"] * as_image], plugins=[collector])
+    try:
+        code = pytest.main([str(CHECKS_DIR), *options, *args, *["--as-image"] * as_image], plugins=[collector])
+    finally:
+        _forget_testinfra_hosts()
     if collector.problems or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise HardeningError(f"the checks could not run (pytest exit {int(code)}): "
                              + ("; ".join(collector.problems) or "see pytest's message above"))
     results = tuple(collector.result(control) for control in wanted)
     return CheckReport(target=label, profile=profile, os=os_name, checked_at=checked_at, results=results)
+
+
+def _forget_testinfra_hosts() -> None:
+    """Testinfra keeps every host it made, and a paramiko host its SSH connection, for the life of the
+    process: a later check of the same target (after a reboot, say) would run on a dead connection.
+    Close them and forget them."""
+    from testinfra.host import Host
+
+    hosts = [*Host._host_cache.values(), *(host for group in Host._hosts_cache.values() for host in group)]
+    for host in hosts:
+        client = vars(host.backend).get("client")  # the paramiko backend's connection, once opened
+        if client is not None:
+            client.close()
+    Host._host_cache.clear()
+    Host._hosts_cache.clear()
 
 
 class _Collector:
