@@ -144,13 +144,14 @@ def _preflight(target: Target | str | Path) -> None:
 
 
 def _failure_message(task: str, host: str, kind: str, data: str, log_path: Path) -> str:
-    """One line for a failed or unreachable task; preflight refusals are shown as they are."""
+    """One line for a failed or unreachable task; the preflight's refusals and the lockout guard's stop
+    are shown as they are."""
     try:
         message = str(json.loads(data).get("msg", data))
     except (ValueError, AttributeError):
         message = data
     message = " ".join(message.split())
-    if task.startswith("ami_hardening_preflight") and kind == "FAILED":
+    if task.startswith(("ami_hardening_preflight", "ami_hardening_lockout_guard")) and kind == "FAILED":
         return message
     what = "unreachable during" if kind == "UNREACHABLE" else "failed in task"
     return f"{host}: {what} '{task}': {message} (log: {log_path})"
@@ -271,6 +272,8 @@ def _run(command: list[str], log_path: Path, check: bool, progress: Callable[[st
                     task = match["name"]
                 elif match := _FATAL.match(line):
                     failures.append(_failure_message(task, match["host"], match["kind"], match["data"], log_path))
+                elif line == "...ignoring" and failures:  # the task ignores that failure
+                    failures.pop()
                 elif match := _RECAP.match(line):
                     result.hosts.append(match["host"])
                     for name in ("ok", "changed", "unreachable", "failed", "skipped"):

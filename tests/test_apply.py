@@ -51,10 +51,12 @@ def test_a_profile_switches_off_the_controls_the_catalog_leaves_out_of_it():
     assert selection(profile="marketplace") == ([], {})
 
 
-def test_preflight_refusal_is_shown_verbatim(tmp_path):
+def test_preflight_refusal_and_lockout_guard_stop_are_shown_verbatim(tmp_path):
     message = "unsupported OS Fedora 40: ami-hardening supports Debian 12"
     data = json.dumps({"changed": False, "msg": message})
     task = "ami_hardening_preflight : Refuse an unsupported operating system"
+    assert _failure_message(task, "t", "FAILED", data, tmp_path) == message
+    task = "ami_hardening_lockout_guard : Stop unless the admin logged in afresh and ran sudo"
     assert _failure_message(task, "t", "FAILED", data, tmp_path) == message
     other = _failure_message("ami_hardening_sudo : Check the whole sudo policy", "t", "FAILED", data, tmp_path)
     assert other.startswith("t: failed in task 'ami_hardening_sudo : Check the whole sudo policy': unsupported")

@@ -19,8 +19,8 @@ from hardening.errors import HardeningError
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ROOT / "playbooks" / "roles"
 CHECKS = ROOT / "checks"
-OUR_ROLES = ("ami_hardening_preflight", "ami_hardening_root_login", "ami_hardening_sudo",
-             "ami_hardening_user_data", "ami_hardening_label_boot")
+OUR_ROLES = ("ami_hardening_preflight", "ami_hardening_lockout_guard", "ami_hardening_root_login",
+             "ami_hardening_sudo", "ami_hardening_user_data", "ami_hardening_label_boot")
 
 
 def _tags_in(node) -> set[str]:
