@@ -52,6 +52,13 @@ def valid_sarif(text: str) -> dict:
     return data
 
 
+def run_ok(vm, command: str) -> str:
+    """`command`'s output on the lab instance `vm`, as the default user; it must exit 0."""
+    rc, out, err = vm.run(command, timeout=300)
+    assert rc == 0, out + err
+    return out
+
+
 def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:
     """`run` refused its input as the CLI promises: exit 2 and one line naming `expected`, no traceback."""
     assert run.returncode == 2, run.stdout + run.stderr

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_ok
 
 from hardening.apply import _failure_message, apply, selection
 from hardening.catalog import control, controls
@@ -103,12 +103,6 @@ def test_an_inventory_that_does_not_parse_names_no_host_or_cannot_be_reached_is_
     assert_one_line_error(cli(str(broken)), f"inventory {broken} does not parse (Failed to parse inventory with")
     assert_one_line_error(cli(str(empty)), f"inventory {empty} names no host")
     assert_one_line_error(cli(str(unreachable)), "web1: unreachable during 'Gathering Facts': ")
-
-
-def run_ok(vm, command: str) -> str:
-    rc, out, err = vm.run(command, timeout=300)
-    assert rc == 0, out + err
-    return out
 
 
 @pytest.mark.vm

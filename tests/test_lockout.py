@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_ok
 
 from hardening.apply import apply
 from hardening.check import run_checks
@@ -37,12 +38,6 @@ SUDO_POLICY = "sudo -n sh -c 'sha256sum /etc/sudoers /etc/sudoers.d/*'"
 KEYS_FILE_AGAIN = ("sudo -n sh -e -c 'install -o admin -g admin -m 0600 /etc/ssh/pushed-key.pub "
                    "/home/admin/.ssh/authorized_keys; rm /etc/ssh/sshd_config.d/60-pushed-keys.conf; "
                    "systemctl reload ssh'")
-
-
-def run_ok(vm, command: str) -> str:
-    rc, out, err = vm.run(command, timeout=300)
-    assert rc == 0, out + err
-    return out
 
 
 def fresh_login_with_sudo(vm, within: float) -> float:
