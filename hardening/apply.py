@@ -249,10 +249,12 @@ def _run(command: list[str], log_path: Path, check: bool, progress: Callable[[st
          strategy: dict[str, str]) -> ApplyResult:
     """Run ansible-playbook, tee its output to the log, and parse the recap and failures; stop it when
     interrupted."""
+    # ansible-playbook never flushes its output: unbuffered, each line reaches `progress` as it is printed.
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
            "ANSIBLE_DISPLAY_OK_HOSTS": "False", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True", **strategy}
+           "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_PIPELINING": "True",
+           "PYTHONUNBUFFERED": "1", **strategy}
     result = ApplyResult(check=check, log_path=log_path)
     failures: list[str] = []
     task = ""

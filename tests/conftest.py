@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -57,6 +58,17 @@ def run_ok(vm, command: str) -> str:
     rc, out, err = vm.run(command, timeout=300)
     assert rc == 0, out + err
     return out
+
+
+def changed_tasks(lines: list[str]) -> list[str]:
+    """The tasks that reported `changed` in ansible-playbook's output (ok and skipped hosts are hidden)."""
+    tasks, task = [], ""
+    for line in lines:
+        if match := re.match(r"^TASK \[(.+)\] \**$", line):
+            task = match[1]
+        elif line.startswith("changed:") and task not in tasks:
+            tasks.append(task)
+    return tasks
 
 
 def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import assert_one_line_error, run_ok
+from conftest import assert_one_line_error, changed_tasks, run_ok
 
 from hardening.apply import _failure_message, apply, selection
 from hardening.catalog import control, controls
@@ -174,17 +174,6 @@ def test_effective_state_after_apply_and_a_new_instance(hardened):
     assert run_ok(hardened, "sudo -n lsinitramfs /boot/initrd.img-$(uname -r) | grep -c ami-root-unique").strip() != "0"
 
 
-def changed_tasks(lines: list[str]) -> list[str]:
-    """The tasks that reported `changed` in ansible-playbook's output (ok and skipped hosts are hidden)."""
-    tasks, task = [], ""
-    for line in lines:
-        if match := re.match(r"^TASK \[(.+)\] \**$", line):
-            task = match[1]
-        elif line.startswith("changed:") and task not in tasks:
-            tasks.append(task)
-    return tasks
-
-
 @pytest.mark.vm
 def test_reapply_on_the_new_instance_applies_root_04_alone(hardened):
     """A new instance's cloud-init writes the key pair for root behind disable_root's refusal (ROOT-04
@@ -218,14 +207,6 @@ def test_live_sealed_apply_takes_the_admins_sudo_last(hardened_image, tmp_path):
     report = run_checks(tmp_path / "sealed.qcow2", profile="sealed", admin_user=admin)
     assert report.passed, report.failing()
     assert "nobody" in next(r.evidence for r in report.results if r.control == "SUDO-01")
-
-
-@pytest.mark.vm
-def test_hardened_instance_reboots_by_uuid(hardened):
-    hardened.reboot()
-    uuid = run_ok(hardened, "findmnt -no UUID /").strip()
-    assert f"root=UUID={uuid}" in run_ok(hardened, "cat /proc/cmdline")
-    run_ok(hardened, "sudo -n cloud-init status --wait")
 
 
 @pytest.mark.vm

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, changed_tasks
 
+from hardening.apply import apply
 from hardening.catalog import CATALOG_PATH
 from hardening.disk import changed_image, overlay
 from hardening.lab.image import VARIANTS
+from hardening.target import Image
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an offline apply mounts the image and needs root")
 ADMIN = VARIANTS["traps"]
@@ -62,8 +64,16 @@ def assert_a_second_apply_runs_nothing(image: Path, profile: str, admin: str) ->
     return arguments
 
 
-@pytest.mark.parametrize("profile", ["marketplace", "sealed"])
-def test_offline_apply_hardens_a_copy_and_a_second_changes_nothing(hardened_image, profile):
+# A new version (or a seller) changes one control's setting: applied to an image hardened with the old
+# one, it changes that control's task alone.
+SUDO_02_SETTING = {"ami_hardening_sudo_log_file": "/var/log/sudo-commands.log"}
+SUDO_02_TASK = "ami_hardening_sudo : SUDO-02 | Log sudo commands to a file and run them in a pty"
+
+
+@pytest.mark.parametrize(("profile", "setting"), [("marketplace", SUDO_02_SETTING), ("sealed", None)])
+def test_offline_apply_twice_then_full_then_with_a_new_setting(hardened_image, profile, setting):
+    """A hardened copy: a second apply runs nothing, a second --full changes nothing, and a changed setting
+    changes its own control alone."""
     image = hardened_image("traps", profile, offline=True)
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], capture_output=True,
                                      text=True, check=True).stdout)
@@ -81,6 +91,11 @@ def test_offline_apply_hardens_a_copy_and_a_second_changes_nothing(hardened_imag
     assert "changed=0 " in full.stdout and "PLAY RECAP" in full.stdout, full.stdout
     assert digest(image) == pinned, "an apply that changed nothing rewrote the image"
     assert not leftover_mounts()
+    if setting:
+        lines: list[str] = []
+        changed = apply(Image(image), profile=profile, admin_user=ADMIN, extra_vars=setting, progress=lines.append)
+        assert changed_tasks(lines) == [SUDO_02_TASK], changed.log_path
+        assert not failing_controls(image, profile)
 
 
 def test_a_second_apply_of_the_plain_lab_image_runs_nothing(hardened_image):
