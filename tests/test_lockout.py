@@ -41,7 +41,7 @@ printf "AuthorizedKeysCommand /usr/local/sbin/pushed-keys %%u\nAuthorizedKeysCom
   > /etc/ssh/sshd_config.d/60-pushed-keys.conf
 systemctl reload ssh'"""
 SUDO_POLICY = "sudo -n sh -c 'sha256sum /etc/sudoers /etc/sudoers.d/*'"
-GRUB_STATE = ("echo grub-mkconfig running: $(pgrep -c grub-mkconfig), files: $(ls /boot/grub | grep cfg), "
+GRUB_STATE = ("echo files: $(ls /boot/grub | grep cfg), "
               "superuser in grub.cfg: $(sudo -n grep -c '^set superusers' /boot/grub/grub.cfg)")
 # grub-mkconfig writes grub.cfg.new as it goes; mkinitramfs creates its output (update-initramfs
 # names it *.new) at once and writes it at the end. Both are renamed over the old file when complete.
