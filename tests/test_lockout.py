@@ -18,13 +18,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import run_ok
+from conftest import changed_tasks, run_ok
 
 from hardening.apply import apply
 from hardening.catalog import controls
 from hardening.check import run_checks
 from hardening.errors import HardeningError
-from hardening.lab.vm import boot_instance
+from hardening.lab.vm import BOOT_TIMEOUT, boot_instance
 
 pytestmark = pytest.mark.vm
 
@@ -62,14 +62,14 @@ def fresh_login_with_sudo(vm, within: float) -> float:
 
 
 def on_changed(task: str, action):
-    """A progress callback that calls `action` once, when `task` reports changed."""
-    state = {"task": "", "done": False}
+    """A progress callback that calls `action` once, when `task` first reports changed."""
+    lines: list[str] = []
+    called: list[bool] = []
 
     def progress(line: str) -> None:
-        if line.startswith("TASK ["):
-            state["task"] = line[6:].split("]", 1)[0]
-        elif line.startswith("changed:") and state["task"] == task and not state["done"]:
-            state["done"] = True
+        lines.append(line)
+        if not called and line.startswith("changed:") and task in changed_tasks(lines):
+            called.append(True)
             action()
     return progress
 
@@ -99,8 +99,7 @@ def when_holds(vm, test: str, action, within: int = 900) -> None:
 
 def boots_with_login_and_sudo(vm, point: str) -> None:
     """The verdicts after a stop: the instance booted, the admin logged in with the key pair and ran sudo."""
-    vm.wait_for_ssh()
-    run_ok(vm, "sudo -n true")
+    fresh_login_with_sudo(vm, within=BOOT_TIMEOUT)
     print(f"{point}: the instance booted; the admin logged in with the key pair and ran sudo -n")
 
 
