@@ -7,6 +7,8 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hardening.errors import HardeningError
@@ -36,13 +38,21 @@ def image_path(variant: str = "debian") -> Path:
     return cache_dir() / f"lab-{variant}-{recipe_hash(variant)}.qcow2"
 
 
+@contextmanager
+def cache_lock() -> Iterator[None]:
+    """Hold the cache's lock: what one process builds in the cache, another waits for (two test workers,
+    two demos)."""
+    with open(cache_dir() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_image(variant: str = "debian", rebuild: bool = False, log=None) -> Path:
     """Return the cached lab image for `variant`, building it first when missing."""
     if variant not in VARIANTS:
         raise HardeningError(f"unknown lab variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     path = image_path(variant)
-    with open(cache_dir() / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         if path.exists() and not rebuild:
             return path
         _check_build_host()

@@ -22,7 +22,7 @@ from hardening.disk import image_format
 from hardening.disk import overlay as disk_overlay
 from hardening.errors import HardeningError
 from hardening.lab import imds
-from hardening.lab.image import cache_dir
+from hardening.lab.image import cache_dir, cache_lock
 from hardening.seed import iso, seed_files
 from hardening.target import Target
 
@@ -41,11 +41,12 @@ BOOT_TIMEOUT = float(os.environ.get("AMI_HARDEN_BOOT_TIMEOUT", "300"))
 def lab_key() -> Path:
     """The lab's SSH private key (ed25519), created once; its public half is injected as the key pair."""
     key = cache_dir() / "lab-key"
-    if not key.exists():
-        if shutil.which("ssh-keygen") is None:
-            raise HardeningError("ssh-keygen is missing; install openssh-client")
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ami-harden-lab", "-f", str(key)],
-                       check=True)
+    with cache_lock():
+        if not key.exists():
+            if shutil.which("ssh-keygen") is None:
+                raise HardeningError("ssh-keygen is missing; install openssh-client")
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ami-harden-lab", "-f", str(key)],
+                           check=True)
     return key
 
 
