@@ -18,6 +18,7 @@ from hardening.lab.image import VARIANTS, ensure_image
 SHARED_COPIES = {"demo", "hardened_image"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if SHARED_COPIES & set(item.fixturenames):

@@ -164,6 +164,33 @@ def test_an_admin_that_is_neither_an_account_nor_cloud_inits_default_user_is_ref
     assert not leftover_mounts()
 
 
+# A SHA-512 crypt hash, as an account keeps one when a password was set while the image was built.
+BUILD_PASSWORD_HASH = ("$6$amihardening$HXYs5lhbOxVNejNG2DnNyjCgEFNewYkC9D8z/2yMFqjl"
+                       "YA0pzR/qWudbbP8IwBiWIF9iA.AQT26686Efo8UP0.")
+
+
+def test_a_password_hash_left_in_the_image_is_taken_out_and_roots_is_locked(tmp_path, traps_image):
+    """ROOT-03 on an image where root and another account kept a password hash from the build: the other
+    account's hash is replaced by `*` (no password matches it, no hash is left to crack, and sshd, also with
+    `UsePAM no`, does not take the account for a locked one, as it does a `!` prefix); root's is locked."""
+    with changed_image(overlay(traps_image, tmp_path / "copy.qcow2")) as mounted:
+        mounted.keep = False
+        shadow = mounted.root / "etc" / "shadow"
+        rows = [line.split(":") for line in shadow.read_text().splitlines()]
+        for row in rows:
+            if row[0] in ("root", "daemon"):
+                row[1] = BUILD_PASSWORD_HASH
+        shadow.write_text("".join(":".join(row) + "\n" for row in rows))
+        assert set(failing_controls(mounted.root, "marketplace", ADMIN)) >= {"ROOT-03"}
+        result = cli("apply", str(mounted.root), "--admin-user", ADMIN, "--only", "ROOT-03")
+        assert result.returncode == 0, result.stdout + result.stderr
+        fields = {line.split(":")[0]: line.split(":")[1] for line in shadow.read_text().splitlines()}
+        assert fields["daemon"] == "*"
+        assert fields["root"] == f"!{BUILD_PASSWORD_HASH}"
+        assert "ROOT-03" not in failing_controls(mounted.root, "marketplace", ADMIN)
+    assert not leftover_mounts()
+
+
 def tree_digest(directory: Path) -> str:
     """One hash of every file's path, mode and content (a link's target) under `directory`."""
     total = hashlib.sha256()
