@@ -18,9 +18,7 @@ packer fmt -check packer/
 git ls-files -z -- ':!*.j2' | xargs -0 grep -lZE '^#!(/usr/bin/env bash|/bin/sh|/bin/bash)' | xargs -0 shellcheck
 echo "== tests"
 set +e
-# Two pytest-xdist workers: most of a VM test's time is one guest CPU, so two tests at a time use both of the
-# host's cores. Tests that share a session-made hardened copy run on one worker (tests/conftest.py).
-python3 -m pytest -p no:cacheprovider -n 2 --dist loadgroup --junitxml=reports/pytest.xml "$@"
+python3 -m pytest -p no:cacheprovider --junitxml=reports/pytest.xml "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -12,17 +11,6 @@ import jsonschema
 import pytest
 
 from hardening.lab.image import VARIANTS, ensure_image
-
-# Tests that share a session-made copy (the demo's, or one of `hardened_image`'s) run on one pytest-xdist
-# worker, which makes each copy once; a module that shares a module-scoped fixture names its own group.
-SHARED_COPIES = {"demo", "hardened_image"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if SHARED_COPIES & set(item.fixturenames):
-            item.add_marker(pytest.mark.xdist_group("hardened copies"))
 
 
 @pytest.fixture(scope="session")
@@ -93,21 +81,9 @@ def assert_one_line_error(run: subprocess.CompletedProcess, expected: str) -> No
 
 
 def qemu_processes() -> set[str]:
-    """PIDs of running qemu-system processes of this test process. Under pytest-xdist, those whose environment
-    names this worker (a qemu inherits it, also through packer and after its parent died); another worker's
-    are not this one's."""
+    """PIDs of running qemu-system processes."""
     result = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True, check=False)
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker is None:
-        return set(result.stdout.split())
-
-    def ours(pid: str) -> bool:
-        try:
-            return f"PYTEST_XDIST_WORKER={worker}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            return False
-
-    return {pid for pid in result.stdout.split() if ours(pid)}
+    return set(result.stdout.split())
 
 
 @pytest.fixture

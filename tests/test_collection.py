@@ -18,9 +18,6 @@ from hardening.disk import chroot_root, overlay
 from hardening.lab.image import VARIANTS
 from hardening.target import Image
 
-# Both tests share the module's installed collection: one pytest-xdist worker builds it once.
-pytestmark = pytest.mark.xdist_group("collection")
-
 ADMIN = VARIANTS["traps"]
 
 

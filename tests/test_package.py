@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 
-# Both tests share the module's venv: one pytest-xdist worker builds it once.
-pytestmark = pytest.mark.xdist_group("package")
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
