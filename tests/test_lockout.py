@@ -26,7 +26,7 @@ from hardening.check import run_checks
 from hardening.errors import HardeningError
 from hardening.lab.vm import BOOT_TIMEOUT, boot_instance
 
-# About 18 min here (four stops, two boots, a full live apply): with it the suite passed CI's 90 minutes.
+# About 18 min here (four stops, two boots, a full live apply): with it the suite no longer fits CI's 90 minutes.
 pytestmark = [pytest.mark.vm, pytest.mark.heavy]
 
 GUARD = "/var/lib/ami-hardening/lockout-guard"

@@ -40,8 +40,8 @@ def image_path(variant: str = "debian") -> Path:
 
 @contextmanager
 def cache_lock() -> Iterator[None]:
-    """Hold the cache's lock: what one process builds in the cache, another waits for (two test workers,
-    two demos)."""
+    """Hold the cache's lock: what one process builds in the cache (an image, the key pair), another waits
+    for (two demos, a demo and a test run)."""
     with open(cache_dir() / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
